@@ -1,0 +1,556 @@
+//! The command line: what the user types (clap structs), then checked and resolved into a
+//! [`Config`] that the rest of tcpspy runs on. Nothing past this module sees a raw string.
+//!
+//! Two stages, as ripgrep does it: [`Args`] is what clap parses; [`Config::from_args`] validates
+//! it, resolves the target once (start-up, never on the reactor) and prepares the log directory.
+//! The pure parsers (`parse_*`) are apart so unit tests and the fuzzer reach them without I/O.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
+
+const EXAMPLES: &str = "\
+Example:
+  tcpspy --listen 8080 --target example.com:80 --log-dir logs
+      relays 127.0.0.1:8080 to example.com:80 and writes, per connection, a hex dump of both
+      directions and one binary file per direction into ./logs
+
+The flags of the original gotcpspy work too: tcpspy -host example.com -port 80 -listen_port 8080";
+
+/// A TCP/IP spy proxy: relays each connection to a target and records both directions.
+#[derive(Parser, Debug, Default)]
+#[command(name = "tcpspy", version, after_help = EXAMPLES)]
+pub struct Args {
+    /// Where to listen: IP:PORT, [IPv6]:PORT, or a bare PORT (binds 127.0.0.1; give 0.0.0.0:PORT
+    /// to accept from other hosts: anyone who can connect can then reach the target)
+    #[arg(short = 'l', long, value_name = "ADDR", conflicts_with = "listen_port")]
+    pub listen: Option<String>,
+
+    /// Where to relay each connection: HOST:PORT, IP:PORT or [IPv6]:PORT; a name is resolved
+    /// once, at start-up
+    #[arg(short = 't', long, value_name = "HOST:PORT", conflicts_with_all = ["host", "port"])]
+    pub target: Option<String>,
+
+    /// Directory for the log files (created if missing)
+    #[arg(short = 'd', long = "log-dir", value_name = "DIR", default_value = ".")]
+    pub log_dir: PathBuf,
+
+    /// What to record: a comma list of `hex` and `binary`, or `none`
+    #[arg(long = "log", value_name = "FORMATS", default_value = "hex,binary")]
+    pub log: String,
+
+    /// Most bytes waiting for the logging thread; when full, tcpspy stops reading sockets until
+    /// the logger catches up (nothing is dropped). Suffixes K, M, G (powers of 1024)
+    #[arg(long = "log-queue", value_name = "SIZE", default_value = "64M")]
+    pub log_queue: String,
+
+    /// Size of each relay buffer (one per direction, only while data is in flight)
+    #[arg(long = "buffer-size", value_name = "SIZE", default_value = "64K")]
+    pub buffer_size: String,
+
+    /// Give up connecting to the target after this long (e.g. 10s, 500ms)
+    #[arg(
+        long = "connect-timeout",
+        value_name = "DURATION",
+        default_value = "10s"
+    )]
+    pub connect_timeout: String,
+
+    /// gotcpspy's -host: the target host (with --port)
+    #[arg(
+        long,
+        value_name = "HOST",
+        requires = "port",
+        help_heading = "gotcpspy compatibility"
+    )]
+    pub host: Option<String>,
+
+    /// gotcpspy's -port: the target port (with --host)
+    #[arg(
+        long,
+        value_name = "PORT",
+        requires = "host",
+        help_heading = "gotcpspy compatibility"
+    )]
+    pub port: Option<String>,
+
+    /// gotcpspy's -listen_port: the port to listen on (127.0.0.1, unlike gotcpspy)
+    #[arg(
+        long = "listen_port",
+        alias = "local_port",
+        value_name = "PORT",
+        help_heading = "gotcpspy compatibility"
+    )]
+    pub listen_port: Option<String>,
+
+    /// Slows the logging thread down by this many microseconds per batch, so tests can
+    /// exercise the full-queue path. Not for users.
+    #[arg(long = "debug-log-delay-us", hide = true, default_value_t = 0)]
+    pub debug_log_delay_us: u64,
+}
+
+/// One forwarding rule: a listening address and the target its connections go to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub listen: SocketAddr,
+    pub target: SocketAddr,
+    /// The target as the user wrote it (a name stays a name), for messages and the hex dump.
+    pub target_name: String,
+}
+
+/// Which records are written for each connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Formats {
+    pub hex: bool,
+    pub binary: bool,
+}
+
+impl Formats {
+    /// True when some format needs the relayed bytes themselves, not only the connection events.
+    pub fn wants_data(&self) -> bool {
+        self.hex || self.binary
+    }
+
+    pub fn is_none(&self) -> bool {
+        !self.wants_data()
+    }
+}
+
+impl fmt::Display for Formats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = [(self.hex, "hex"), (self.binary, "binary")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+        if names.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&names.join(","))
+        }
+    }
+}
+
+/// Everything tcpspy runs on, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub rules: Vec<Rule>,
+    pub log_dir: PathBuf,
+    pub formats: Formats,
+    pub log_queue: usize,
+    pub buffer_size: usize,
+    pub connect_timeout: Duration,
+    pub debug_log_delay: Duration,
+}
+
+impl Config {
+    /// Checks the arguments, resolves the target and prepares the log directory.
+    pub fn from_args(args: Args) -> Result<Config> {
+        let listen = match (&args.listen, &args.listen_port) {
+            (Some(l), _) => parse_listen(l).with_context(|| format!("--listen {l:?}"))?,
+            (None, Some(p)) => parse_listen(p).with_context(|| format!("--listen_port {p:?}"))?,
+            (None, None) => bail!("--listen is required (for example --listen 8080)"),
+        };
+        let (target_name, (host, port)) = match (&args.target, &args.host, &args.port) {
+            (Some(t), _, _) => (
+                t.clone(),
+                parse_target(t).with_context(|| format!("--target {t:?}"))?,
+            ),
+            (None, Some(h), Some(p)) => {
+                let port = parse_port(p).with_context(|| format!("--port {p:?}"))?;
+                if port == 0 {
+                    bail!("--port {p:?}: the target port cannot be 0");
+                }
+                let host = h.trim_start_matches('[').trim_end_matches(']').to_string();
+                (join_host_port(&host, port), (host, port))
+            }
+            _ => bail!("--target is required (for example --target 127.0.0.1:8000)"),
+        };
+        let formats = parse_formats(&args.log).with_context(|| format!("--log {:?}", args.log))?;
+        let log_queue = parse_size(&args.log_queue)
+            .with_context(|| format!("--log-queue {:?}", args.log_queue))?;
+        let buffer_size = parse_size(&args.buffer_size)
+            .with_context(|| format!("--buffer-size {:?}", args.buffer_size))?;
+        if !(512..=16 << 20).contains(&buffer_size) {
+            bail!(
+                "--buffer-size {:?}: must be between 512 and 16M",
+                args.buffer_size
+            );
+        }
+        let connect_timeout = parse_duration(&args.connect_timeout)
+            .with_context(|| format!("--connect-timeout {:?}", args.connect_timeout))?;
+        let target = resolve(&host, port).with_context(|| format!("target {target_name}"))?;
+        if formats.wants_data() {
+            prepare_log_dir(&args.log_dir)?;
+        }
+        Ok(Config {
+            rules: vec![Rule {
+                listen,
+                target,
+                target_name,
+            }],
+            log_dir: args.log_dir,
+            formats,
+            log_queue,
+            buffer_size,
+            connect_timeout,
+            debug_log_delay: Duration::from_micros(args.debug_log_delay_us),
+        })
+    }
+}
+
+/// Parses the command line, accepting gotcpspy's single-dash long flags (`-host`, `-port`,
+/// `-listen_port`, `-local_port`) by rewriting them to their double-dash form first: clap would
+/// otherwise read `-host` as `-h -o -s -t`.
+pub fn parse_args<I, T>(argv: I) -> std::result::Result<Args, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    Args::try_parse_from(argv.into_iter().map(|a| rewrite_legacy_flag(a.into())))
+}
+
+fn rewrite_legacy_flag(arg: OsString) -> OsString {
+    const LEGACY: [&str; 4] = ["host", "port", "listen_port", "local_port"];
+    let Some(s) = arg.to_str() else { return arg };
+    let Some(rest) = s.strip_prefix('-') else {
+        return arg;
+    };
+    if rest.starts_with('-') {
+        return arg;
+    }
+    let name = rest.split('=').next().unwrap_or(rest);
+    if LEGACY.contains(&name) {
+        OsString::from(format!("-{s}"))
+    } else {
+        arg
+    }
+}
+
+/// Parses a port number, saying "out of range" rather than "invalid digit" for 70000.
+pub fn parse_port(s: &str) -> Result<u16> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("the port must be a number from 0 to 65535");
+    }
+    s.parse::<u16>()
+        .map_err(|_| anyhow!("port {s} out of range (0-65535)"))
+}
+
+/// Parses `--listen`: `IP:PORT`, `[IPv6]:PORT` or a bare `PORT`, which binds 127.0.0.1.
+pub fn parse_listen(s: &str) -> Result<SocketAddr> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            parse_port(s)?,
+        ));
+    }
+    let (host, port) = split_host_port(s)?;
+    let port = parse_port(port)?;
+    let ip: IpAddr = match host {
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        h => h.parse().map_err(|_| {
+            anyhow!("{h:?} is not an IP address (listen takes IP:PORT, [IPv6]:PORT or PORT)")
+        })?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Parses `--target` into host and port; the host is not resolved here.
+pub fn parse_target(s: &str) -> Result<(String, u16)> {
+    let (host, port) = split_host_port(s.trim())?;
+    if host.is_empty() {
+        bail!("the host is missing (HOST:PORT)");
+    }
+    let port = parse_port(port)?;
+    if port == 0 {
+        bail!("the target port cannot be 0");
+    }
+    Ok((host.to_string(), port))
+}
+
+/// Splits `host:port` or `[v6]:port`; a bare IPv6 address without brackets is refused because
+/// its last group cannot be told from a port.
+fn split_host_port(s: &str) -> Result<(&str, &str)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| anyhow!("missing ']' after the IPv6 address"))?;
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| anyhow!("missing :PORT after [{host}]"))?;
+        return Ok((host, port));
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("missing :PORT (expected HOST:PORT)"))?;
+    if host.contains(':') {
+        bail!("an IPv6 address needs brackets: [{host}]:PORT");
+    }
+    Ok((host, port))
+}
+
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Resolves the target once; the first address the resolver gives is used for the whole run.
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| anyhow!("cannot resolve {host:?}: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| anyhow!("cannot resolve {host:?}: no address"))
+}
+
+/// Parses `--log`: `hex`, `binary` (comma separated) or `none`.
+pub fn parse_formats(s: &str) -> Result<Formats> {
+    let mut f = Formats::default();
+    let mut none = false;
+    for word in s.split(',').map(str::trim) {
+        match word {
+            "hex" => f.hex = true,
+            "binary" => f.binary = true,
+            "none" => none = true,
+            "" => bail!("empty format name"),
+            other => bail!("unknown format {other:?} (known: hex, binary, none)"),
+        }
+    }
+    if none && f.wants_data() {
+        bail!("`none` cannot be combined with other formats");
+    }
+    Ok(f)
+}
+
+/// Parses a byte size: `65536`, `64K`, `64M`, `1G` (powers of 1024; `KiB`/`KB`/`B` accepted).
+pub fn parse_size(s: &str) -> Result<usize> {
+    let s = s.trim();
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        bail!("expected a size such as 65536, 64K or 64M");
+    }
+    let (num, unit) = s.split_at(digits);
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        other => bail!("unknown size unit {other:?} (use K, M or G)"),
+    };
+    let n: usize = num.parse().map_err(|_| anyhow!("size {s} too large"))?;
+    let size = n
+        .checked_mul(1usize << shift)
+        .ok_or_else(|| anyhow!("size {s} too large"))?;
+    if size == 0 {
+        bail!("the size must be greater than 0");
+    }
+    Ok(size)
+}
+
+/// Parses a duration: `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let digits = s
+        .bytes()
+        .take_while(|b| b.is_ascii_digit() || *b == b'.')
+        .count();
+    let (num, unit) = s.split_at(digits);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow!("expected a duration such as 10s or 500ms"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "us" | "µs" => n / 1e6,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        other => bail!("unknown duration unit {other:?} (use ms, s, m or h)"),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| anyhow!("duration {s} out of range"))
+}
+
+/// Creates the log directory if missing and proves it writable by creating a file in it.
+fn prepare_log_dir(dir: &PathBuf) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("log directory {}", dir.display()))?;
+    let probe = dir.join(format!(".tcpspy-probe-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .with_context(|| format!("log directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        let mut v = vec!["tcpspy"];
+        v.extend_from_slice(list);
+        match parse_args(v) {
+            Ok(a) => a,
+            Err(e) => panic!("parse failed: {e}"),
+        }
+    }
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(
+            parse_listen("8080").unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:80").unwrap(),
+            "0.0.0.0:80".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("[::1]:9000").unwrap(),
+            "[::1]:9000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("localhost:1").unwrap(),
+            "127.0.0.1:1".parse().unwrap()
+        );
+        assert!(
+            parse_listen("70000")
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
+        assert!(
+            parse_listen("::1:80")
+                .unwrap_err()
+                .to_string()
+                .contains("brackets")
+        );
+        assert!(parse_listen("example.com:80").is_err());
+        assert!(parse_listen("").is_err());
+        assert!(parse_listen("[::1]").is_err());
+        assert!(parse_listen("1.2.3.4:").is_err());
+    }
+
+    #[test]
+    fn target_forms() {
+        assert_eq!(
+            parse_target("example.com:80").unwrap(),
+            ("example.com".into(), 80)
+        );
+        assert_eq!(parse_target("[::1]:5432").unwrap(), ("::1".into(), 5432));
+        assert!(parse_target(":80").is_err());
+        assert!(parse_target("host:0").is_err());
+        assert!(
+            parse_target("host:99999")
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
+        assert!(parse_target("host").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("4k").unwrap(), 4096);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("5T").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("1e999").is_err());
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(
+            parse_formats("hex,binary").unwrap(),
+            Formats {
+                hex: true,
+                binary: true
+            }
+        );
+        assert_eq!(
+            parse_formats("binary").unwrap(),
+            Formats {
+                hex: false,
+                binary: true
+            }
+        );
+        assert!(parse_formats("none").unwrap().is_none());
+        assert!(parse_formats("none,hex").is_err());
+        assert!(parse_formats("pdf").is_err());
+        assert_eq!(
+            parse_formats("hex, binary").unwrap().to_string(),
+            "hex,binary"
+        );
+    }
+
+    #[test]
+    fn legacy_flags_are_aliases() {
+        let a = args(&["-host", "10.0.0.1", "-port", "110", "-listen_port", "8080"]);
+        assert_eq!(a.host.as_deref(), Some("10.0.0.1"));
+        assert_eq!(a.port.as_deref(), Some("110"));
+        assert_eq!(a.listen_port.as_deref(), Some("8080"));
+        let a = args(&["--host=h", "--port=1", "-local_port=9"]);
+        assert_eq!(a.listen_port.as_deref(), Some("9"));
+        let c = Config::from_args(args(&[
+            "-host",
+            "127.0.0.1",
+            "-port",
+            "110",
+            "-listen_port",
+            "8080",
+            "--log",
+            "none",
+        ]))
+        .unwrap();
+        assert_eq!(c.rules[0].listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.rules[0].target, "127.0.0.1:110".parse().unwrap());
+        assert_eq!(c.rules[0].target_name, "127.0.0.1:110");
+    }
+
+    #[test]
+    fn short_flags_and_defaults() {
+        let c =
+            Config::from_args(args(&["-l", "[::1]:0", "-t", "[::1]:7", "--log", "none"])).unwrap();
+        assert_eq!(c.rules[0].listen, "[::1]:0".parse().unwrap());
+        assert_eq!(c.rules[0].target_name, "[::1]:7");
+        assert_eq!(c.log_queue, 64 << 20);
+        assert_eq!(c.buffer_size, 64 << 10);
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        let a = args(&["-l", "1", "-t", "h:1"]);
+        assert_eq!(a.log_dir, PathBuf::from("."));
+        assert_eq!(
+            parse_formats(&a.log).unwrap(),
+            Formats {
+                hex: true,
+                binary: true
+            }
+        );
+    }
+
+    #[test]
+    fn missing_and_conflicting() {
+        let e = Config::from_args(args(&["-l", "1"])).unwrap_err();
+        assert!(e.to_string().contains("--target is required"));
+        let e = Config::from_args(args(&["-t", "127.0.0.1:1"])).unwrap_err();
+        assert!(e.to_string().contains("--listen is required"));
+        assert!(parse_args(["tcpspy", "-t", "a:1", "--host", "b", "--port", "2"]).is_err());
+        assert!(parse_args(["tcpspy", "--host", "b"]).is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! One direction of a relayed connection: read from one peer, write to the other.
+//!
+//! A [`Half`] reads only when its buffer is empty and writes what it holds before reading
+//! again, so a slow destination stops reading from the source (backpressure reaches the sender
+//! through TCP flow control) and memory per direction is one buffer. On end of stream it
+//! flushes, then shuts the destination down for writing, leaving the other direction running.
+//! Readiness is tracked in user space ([`Peer::readable`], [`Peer::writable`]): set by events,
+//! cleared only on `WouldBlock`, as epoll's edge-triggered events require.
+
+use std::io;
+
+use crate::conn::{Dir, End, Fault, Side, Stream, Tap};
+use crate::pool::Pool;
+
+/// A socket and what we know of its readiness.
+pub struct Peer<S> {
+    pub sock: S,
+    pub side: Side,
+    pub readable: bool,
+    pub writable: bool,
+}
+
+impl<S> Peer<S> {
+    pub fn new(sock: S, side: Side) -> Peer<S> {
+        Peer {
+            sock,
+            side,
+            readable: false,
+            writable: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Relaying.
+    Open,
+    /// The source sent FIN: write out what is buffered, then shut the destination down.
+    Flushing,
+    /// FIN passed on; this direction is finished.
+    Done,
+}
+
+/// Why [`Half::pump`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pump {
+    /// Nothing more can happen until a socket becomes ready (or this direction is done).
+    Waiting,
+    /// The source is readable but the log queue is full.
+    Stalled,
+    /// The read budget ran out while there was more to do: call again soon.
+    Yielded,
+}
+
+/// One direction's buffer and state.
+pub struct Half {
+    dir: Dir,
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    len: usize,
+    state: State,
+    /// Bytes read from the source so far.
+    pub bytes: u64,
+}
+
+impl Half {
+    pub fn new(dir: Dir) -> Half {
+        Half {
+            dir,
+            buf: None,
+            pos: 0,
+            len: 0,
+            state: State::Open,
+            bytes: 0,
+        }
+    }
+
+    /// True once FIN has been passed on to the destination.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// True once the source has sent FIN (passed on or not yet).
+    pub fn saw_eof(&self) -> bool {
+        self.state != State::Open
+    }
+
+    /// Bytes read but not yet written.
+    pub fn pending(&self) -> usize {
+        self.len - self.pos
+    }
+
+    /// True while this direction holds a relay buffer.
+    pub fn holds_buffer(&self) -> bool {
+        self.buf.is_some()
+    }
+
+    /// Gives the buffer back, for a connection that is being dropped.
+    pub fn release(&mut self, pool: &mut Pool) {
+        if let Some(b) = self.buf.take() {
+            pool.put(b);
+        }
+        self.pos = 0;
+        self.len = 0;
+    }
+
+    /// Moves bytes from `src` to `dst` until neither can make progress, the log is full, or
+    /// `budget` reads have been made. An `Err` means the connection is broken on one side.
+    pub fn pump<S: Stream, T: Tap>(
+        &mut self,
+        src: &mut Peer<S>,
+        dst: &mut Peer<S>,
+        pool: &mut Pool,
+        tap: &mut T,
+        budget: &mut u32,
+    ) -> Result<Pump, Fault> {
+        debug_assert_eq!(src.side, self.dir.source());
+        loop {
+            if let Some(buf) = &self.buf {
+                while self.pos < self.len {
+                    if !dst.writable {
+                        return Ok(Pump::Waiting);
+                    }
+                    match dst.sock.write(&buf[self.pos..self.len]) {
+                        Ok(0) => return Err(Fault::new(dst.side, End::Reset)),
+                        Ok(n) => self.pos += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            dst.writable = false;
+                            return Ok(Pump::Waiting);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(Fault::new(dst.side, End::from_error(&e))),
+                    }
+                }
+                self.release(pool);
+            }
+            match self.state {
+                State::Open => {}
+                State::Flushing => {
+                    if let Err(e) = dst.sock.shutdown_write() {
+                        return Err(Fault::new(dst.side, End::from_error(&e)));
+                    }
+                    self.state = State::Done;
+                    return Ok(Pump::Waiting);
+                }
+                State::Done => return Ok(Pump::Waiting),
+            }
+            if !src.readable {
+                return Ok(Pump::Waiting);
+            }
+            if *budget == 0 {
+                return Ok(Pump::Yielded);
+            }
+            if !tap.ready() {
+                return Ok(Pump::Stalled);
+            }
+            *budget -= 1;
+            let mut buf = pool.get();
+            match src.sock.read(&mut buf) {
+                Ok(0) => {
+                    pool.put(buf);
+                    self.state = State::Flushing;
+                    tap.end(src.side, &End::Fin);
+                }
+                Ok(n) => {
+                    tap.data(self.dir, &buf[..n]);
+                    self.bytes += n as u64;
+                    self.buf = Some(buf);
+                    self.pos = 0;
+                    self.len = n;
+                }
+                Err(e) => {
+                    pool.put(buf);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => {
+                            src.readable = false;
+                            return Ok(Pump::Waiting);
+                        }
+                        io::ErrorKind::Interrupted => {}
+                        _ => return Err(Fault::new(src.side, End::from_error(&e))),
+                    }
+                }
+            }
+        }
+    }
+}

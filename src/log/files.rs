@@ -1,0 +1,286 @@
+//! The log files: created with mode 0600 (they hold passwords), only ever appended to, and at
+//! most `max_open` of them open at once. Two sockets per connection already use most of the
+//! descriptors a process gets, so the least recently written file is closed when another must
+//! open, and reopened in append mode when its connection next has data; the bytes on disk are
+//! the same as if it had stayed open.
+//!
+//! A file that fails (cannot be created, disk full, size limit, directory gone) returns its
+//! error once; after that it is left as it is, valid up to where writing stopped, and further
+//! writes to it are skipped.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use slab::Slab;
+
+/// A file in the set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId(usize);
+
+/// A file's first failure: where and what.
+#[derive(Debug)]
+pub struct FileError {
+    pub path: PathBuf,
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "log file {}: {}", self.path.display(), self.error)
+    }
+}
+
+struct Entry {
+    path: PathBuf,
+    file: Option<File>,
+    used: u64,
+    failed: bool,
+}
+
+/// The open-file set of the logging thread.
+pub struct Files {
+    entries: Slab<Entry>,
+    /// Open files by last use, oldest first.
+    lru: BTreeMap<u64, usize>,
+    tick: u64,
+    max_open: usize,
+}
+
+impl Files {
+    pub fn new(max_open: usize) -> Files {
+        Files {
+            entries: Slab::new(),
+            lru: BTreeMap::new(),
+            tick: 0,
+            max_open: max_open.max(1),
+        }
+    }
+
+    /// Creates a new file at `path`, or at `path.1`, `path.2`, ... if that name is taken: a log
+    /// is never overwritten or appended to by another connection.
+    pub fn create(&mut self, path: PathBuf) -> (FileId, Option<FileError>) {
+        let mut entry = Entry {
+            path,
+            file: None,
+            used: 0,
+            failed: false,
+        };
+        let mut err = None;
+        match self.open_with_room(|| create_unique(&entry.path)) {
+            Ok((file, path)) => {
+                entry.path = path;
+                entry.file = Some(file);
+            }
+            Err(error) => {
+                entry.failed = true;
+                err = Some(FileError {
+                    path: entry.path.clone(),
+                    error,
+                });
+            }
+        }
+        let key = self.entries.insert(entry);
+        if self.entries[key].file.is_some() {
+            self.touch(key);
+        }
+        (FileId(key), err)
+    }
+
+    /// Appends `bytes`; the error comes back only the first time the file fails.
+    pub fn write(&mut self, id: FileId, bytes: &[u8]) -> Result<(), FileError> {
+        let Some(entry) = self.entries.get(id.0) else {
+            return Ok(());
+        };
+        if entry.failed || bytes.is_empty() {
+            return Ok(());
+        }
+        if entry.file.is_none() {
+            let path = entry.path.clone();
+            match self.open_with_room(|| reopen(&path)) {
+                Ok(f) => self.entries[id.0].file = Some(f),
+                Err(e) => return Err(self.fail(id.0, e)),
+            }
+        }
+        self.touch(id.0);
+        let result = match &mut self.entries[id.0].file {
+            Some(f) => f.write_all(bytes),
+            None => Ok(()),
+        };
+        result.map_err(|e| self.fail(id.0, e))
+    }
+
+    /// Cuts the file to `len` bytes.
+    pub fn truncate(&mut self, id: FileId, len: u64) -> Result<(), FileError> {
+        let Some(entry) = self.entries.get(id.0) else {
+            return Ok(());
+        };
+        if entry.failed {
+            return Ok(());
+        }
+        let result = match &entry.file {
+            Some(f) => f.set_len(len),
+            None => OpenOptions::new()
+                .write(true)
+                .open(&entry.path)
+                .and_then(|f| f.set_len(len)),
+        };
+        result.map_err(|e| self.fail(id.0, e))
+    }
+
+    /// Closes and forgets a file.
+    pub fn close(&mut self, id: FileId) {
+        if let Some(e) = self.entries.try_remove(id.0) {
+            self.lru.remove(&e.used);
+        }
+    }
+
+    pub fn path(&self, id: FileId) -> Option<&Path> {
+        self.entries.get(id.0).map(|e| e.path.as_path())
+    }
+
+    /// Files open right now.
+    pub fn open_count(&self) -> usize {
+        self.lru.len()
+    }
+
+    fn fail(&mut self, key: usize, error: io::Error) -> FileError {
+        let e = &mut self.entries[key];
+        e.failed = true;
+        if e.file.take().is_some() {
+            self.lru.remove(&e.used);
+        }
+        FileError {
+            path: e.path.clone(),
+            error,
+        }
+    }
+
+    fn touch(&mut self, key: usize) {
+        let e = &mut self.entries[key];
+        if e.used == self.tick && self.lru.get(&e.used) == Some(&key) {
+            return;
+        }
+        self.lru.remove(&e.used);
+        self.tick += 1;
+        e.used = self.tick;
+        self.lru.insert(self.tick, key);
+    }
+
+    /// Opens a file once there is room under `max_open`, closing the least recently used
+    /// ones; if the process is out of descriptors, closes more and tries again.
+    fn open_with_room<T>(&mut self, mut open: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        while self.lru.len() >= self.max_open {
+            self.evict_oldest();
+        }
+        loop {
+            match open() {
+                Err(e) if is_out_of_descriptors(&e) && !self.lru.is_empty() => self.evict_oldest(),
+                other => return other,
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some((_, key)) = self.lru.pop_first() {
+            self.entries[key].file = None;
+        }
+    }
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+fn create_unique(path: &Path) -> io::Result<(File, PathBuf)> {
+    let mut candidate = path.to_path_buf();
+    for n in 1..=100 {
+        match OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&candidate)
+        {
+            Ok(f) => return Ok((f, candidate)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let mut name = path.as_os_str().to_os_string();
+                name.push(format!(".{n}"));
+                candidate = PathBuf::from(name);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "100 files of this name exist",
+    ))
+}
+
+fn reopen(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn bounded_open_set_keeps_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Files::new(2);
+        let ids: Vec<FileId> = (0..5)
+            .map(|i| {
+                let (id, err) = files.create(dir.path().join(format!("f{i}")));
+                assert!(err.is_none());
+                id
+            })
+            .collect();
+        assert!(files.open_count() <= 2);
+        for round in 0..3u8 {
+            for (i, id) in ids.iter().enumerate() {
+                files.write(*id, &[b'a' + i as u8, b'0' + round]).unwrap();
+                assert!(files.open_count() <= 2);
+            }
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let p = files.path(*id).unwrap().to_path_buf();
+            files.close(*id);
+            let c = (b'a' + i as u8) as char;
+            assert_eq!(
+                std::fs::read_to_string(&p).unwrap(),
+                format!("{c}0{c}1{c}2")
+            );
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(files.open_count(), 0);
+    }
+
+    #[test]
+    fn never_overwrites_and_reports_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.log");
+        std::fs::write(&p, "old").unwrap();
+        let mut files = Files::new(8);
+        let (id, err) = files.create(p.clone());
+        assert!(err.is_none());
+        assert_eq!(files.path(id).unwrap(), dir.path().join("x.log.1"));
+        files.write(id, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "old");
+
+        let (bad, err) = files.create(dir.path().join("missing/dir/y.log"));
+        let err = err.expect("creating in a missing directory fails");
+        assert!(err.to_string().contains("missing/dir/y.log"), "{err}");
+        assert!(
+            files.write(bad, b"z").is_ok(),
+            "reported once, then skipped"
+        );
+    }
+}

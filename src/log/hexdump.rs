@@ -1,0 +1,480 @@
+//! The hex dump: both directions of a connection in the order they were read.
+//!
+//! ```text
+//! Connected to 127.0.0.1:110 at 2026.11.29-10.05.10.000102 (client 127.0.0.1:50000, via 127.0.0.1:40000)
+//! Received (#0, 00000000) 6 bytes from 127.0.0.1:110 (server) at 2026.11.29-10.05.10.000233
+//! 00000000  2b 4f 4b 0d 0a 00                                 |+OK...|
+//! Disconnected from 127.0.0.1:50000 (client): EOF at 2026.11.29-10.05.11.300000
+//! Finished at 2026.11.29-10.05.11.300100, duration 1.299998s, 6 bytes in, 0 bytes out
+//! ```
+//! `#n` counts chunks per direction from 0 and the offset in parentheses is where the chunk
+//! starts in its direction's stream (hex, 8 digits and more past 4 GiB); the dump lines are
+//! `hexdump -C`'s, offsets relative to the chunk. "in" is server to client, "out" client to
+//! server, as gotcpspy's binary logs called them.
+//!
+//! Formatting is pure and writes into a `Vec<u8>`; [`parse`] reads a dump back (tests and
+//! tools use it; it must not panic on any input).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use crate::conn::{Dir, End, Side};
+
+use super::stamp::Stamper;
+
+/// Bytes per full dump line, newline included.
+pub const LINE: usize = 79;
+const ASCII_COL: usize = 61;
+
+const fn hex_pairs() -> [[u8; 2]; 256] {
+    let digits = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [digits[i >> 4], digits[i & 15]];
+        i += 1;
+    }
+    t
+}
+
+const fn printable() -> [u8; 256] {
+    let mut t = [b'.'; 256];
+    let mut i = 0x20;
+    while i < 0x7f {
+        t[i] = i as u8;
+        i += 1;
+    }
+    t
+}
+
+static HEX: [[u8; 2]; 256] = hex_pairs();
+static ASCII: [u8; 256] = printable();
+
+/// Column of the `i`th byte's two hex digits.
+const fn hex_col(i: usize) -> usize {
+    10 + 3 * i + if i >= 8 { 1 } else { 0 }
+}
+
+/// Appends `data` in `hexdump -C` layout (without hexdump's final offset line).
+pub fn dump(data: &[u8], out: &mut Vec<u8>) {
+    out.reserve(data.len().div_ceil(16) * LINE);
+    for (n, chunk) in data.chunks(16).enumerate() {
+        let mut line = [b' '; LINE];
+        let off = (n * 16) as u32;
+        for (k, byte) in off.to_be_bytes().iter().enumerate() {
+            line[2 * k..2 * k + 2].copy_from_slice(&HEX[*byte as usize]);
+        }
+        for (i, &b) in chunk.iter().enumerate() {
+            let c = hex_col(i);
+            line[c..c + 2].copy_from_slice(&HEX[b as usize]);
+            line[ASCII_COL + i] = ASCII[b as usize];
+        }
+        line[ASCII_COL - 1] = b'|';
+        let end = ASCII_COL + chunk.len();
+        line[end] = b'|';
+        line[end + 1] = b'\n';
+        out.extend_from_slice(&line[..end + 2]);
+    }
+}
+
+/// Appends the line that opens a chunk.
+#[allow(clippy::too_many_arguments)]
+pub fn chunk_header(
+    out: &mut Vec<u8>,
+    stamper: &mut Stamper,
+    number: u64,
+    offset: u64,
+    len: usize,
+    peer: &SocketAddr,
+    side: Side,
+    at: SystemTime,
+) {
+    let mut s = String::with_capacity(96);
+    let _ = write!(
+        s,
+        "Received (#{number}, {offset:08X}) {len} bytes from {peer} ({}) at ",
+        side.name()
+    );
+    out.extend_from_slice(s.as_bytes());
+    stamper.write(at, out);
+    out.push(b'\n');
+}
+
+/// Appends the line written when the upstream connection is made.
+pub fn connected(
+    out: &mut Vec<u8>,
+    stamper: &mut Stamper,
+    target_name: &str,
+    target: &SocketAddr,
+    client: &SocketAddr,
+    local: &SocketAddr,
+    at: SystemTime,
+) {
+    out.extend_from_slice(b"Connected to ");
+    push_target(out, target_name, target);
+    out.extend_from_slice(b" at ");
+    stamper.write(at, out);
+    out.extend_from_slice(format!(" (client {client}, via {local})\n").as_bytes());
+}
+
+fn push_target(out: &mut Vec<u8>, target_name: &str, target: &SocketAddr) {
+    out.extend_from_slice(target_name.as_bytes());
+    if target_name != target.to_string() {
+        out.extend_from_slice(format!(" ({target})").as_bytes());
+    }
+}
+
+/// Appends the line for a side's end: "Disconnected from ..." or, for a failed upstream
+/// connect, "Unable to connect to ...".
+#[allow(clippy::too_many_arguments)]
+pub fn ended(
+    out: &mut Vec<u8>,
+    stamper: &mut Stamper,
+    side: Side,
+    peer: &SocketAddr,
+    how: &End,
+    target_name: &str,
+    target: &SocketAddr,
+    at: SystemTime,
+) {
+    match how {
+        End::ConnectFailed(_) | End::ConnectTimeout => {
+            out.extend_from_slice(b"Unable to connect to ");
+            push_target(out, target_name, target);
+            out.extend_from_slice(format!(": {how} at ").as_bytes());
+        }
+        _ => out.extend_from_slice(
+            format!("Disconnected from {peer} ({}): {how} at ", side.name()).as_bytes(),
+        ),
+    }
+    stamper.write(at, out);
+    out.push(b'\n');
+}
+
+/// Appends the line saying that bytes logged from `src` never reached `dst`.
+pub fn undelivered(
+    out: &mut Vec<u8>,
+    n: u64,
+    src: Side,
+    src_addr: &SocketAddr,
+    dst: Side,
+    dst_addr: &SocketAddr,
+) {
+    out.extend_from_slice(
+        format!(
+            "Undelivered: the last {n} bytes from {src_addr} ({}) above never reached {dst_addr} ({})\n",
+            src.name(),
+            dst.name()
+        )
+        .as_bytes(),
+    );
+}
+
+/// Appends the closing line.
+pub fn finished(
+    out: &mut Vec<u8>,
+    stamper: &mut Stamper,
+    start: SystemTime,
+    at: SystemTime,
+    bytes: [u64; 2],
+) {
+    out.extend_from_slice(b"Finished at ");
+    stamper.write(at, out);
+    out.extend_from_slice(
+        format!(
+            ", duration {}, {} bytes in, {} bytes out\n",
+            super::stamp::duration(start, at),
+            bytes[Dir::ServerToClient.index()],
+            bytes[Dir::ClientToServer.index()],
+        )
+        .as_bytes(),
+    );
+}
+
+/// A chunk read back from a hex dump.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    pub dir: Dir,
+    pub number: u64,
+    pub offset: u64,
+    pub len: usize,
+    pub data: Vec<u8>,
+}
+
+/// Reads the chunks of a hex dump back, checking each chunk's dump against its header.
+pub fn parse(text: &str) -> Result<Vec<Chunk>, String> {
+    let mut chunks: Vec<Chunk> = Vec::new();
+    let mut current: Option<Chunk> = None;
+    for (i, line) in text.lines().enumerate() {
+        let lineno = i + 1;
+        if let Some(rest) = line.strip_prefix("Received (#") {
+            if let Some(c) = current.take() {
+                chunks.push(check(c)?);
+            }
+            current = Some(parse_header(rest).map_err(|e| format!("line {lineno}: {e}"))?);
+        } else if is_dump_line(line) {
+            let c = current
+                .as_mut()
+                .ok_or_else(|| format!("line {lineno}: dump line outside a chunk"))?;
+            parse_dump_line(line, &mut c.data).map_err(|e| format!("line {lineno}: {e}"))?;
+        } else if let Some(c) = current.take() {
+            chunks.push(check(c)?);
+        }
+    }
+    if let Some(c) = current.take() {
+        chunks.push(check(c)?);
+    }
+    Ok(chunks)
+}
+
+/// Each direction's stream, rebuilt from a hex dump (indexed by [`Dir`]).
+pub fn streams(text: &str) -> Result<[Vec<u8>; 2], String> {
+    let mut s = [Vec::new(), Vec::new()];
+    for c in parse(text)? {
+        let v = &mut s[c.dir.index()];
+        if c.offset != v.len() as u64 {
+            return Err(format!(
+                "chunk #{} of {:?} starts at {:#x}, expected {:#x}",
+                c.number,
+                c.dir,
+                c.offset,
+                v.len()
+            ));
+        }
+        v.extend_from_slice(&c.data);
+    }
+    Ok(s)
+}
+
+fn check(c: Chunk) -> Result<Chunk, String> {
+    if c.data.len() != c.len {
+        return Err(format!(
+            "chunk #{} says {} bytes, its dump holds {}",
+            c.number,
+            c.len,
+            c.data.len()
+        ));
+    }
+    Ok(c)
+}
+
+/// Parses `3, 0000A000) 1024 bytes from 127.0.0.1:110 (server) at ...` (after "Received (#").
+fn parse_header(rest: &str) -> Result<Chunk, String> {
+    let (number, rest) = rest.split_once(", ").ok_or("bad chunk header")?;
+    let (offset, rest) = rest.split_once(") ").ok_or("bad chunk header")?;
+    let (len, rest) = rest.split_once(" bytes from ").ok_or("bad chunk header")?;
+    let dir = if rest.contains(" (client) at ") {
+        Dir::ClientToServer
+    } else if rest.contains(" (server) at ") {
+        Dir::ServerToClient
+    } else {
+        return Err("chunk header names neither client nor server".into());
+    };
+    Ok(Chunk {
+        dir,
+        number: number.parse().map_err(|_| "bad chunk number")?,
+        offset: u64::from_str_radix(offset, 16).map_err(|_| "bad chunk offset")?,
+        len: len.parse().map_err(|_| "bad chunk length")?,
+        data: Vec::new(),
+    })
+}
+
+fn is_dump_line(line: &str) -> bool {
+    let b = line.as_bytes();
+    b.len() > 10 && b[..8].iter().all(u8::is_ascii_hexdigit) && &b[8..10] == b"  "
+}
+
+fn parse_dump_line(line: &str, data: &mut Vec<u8>) -> Result<(), String> {
+    let b = line.as_bytes();
+    let offset = usize::from_str_radix(&line[..8], 16).map_err(|_| "bad line offset")?;
+    if offset != data.len() % (1 << 32) {
+        return Err(format!("line offset {offset:08x} out of sequence"));
+    }
+    for i in 0..16 {
+        let c = hex_col(i);
+        match b.get(c..c + 2) {
+            Some([b' ', b' ']) | None => break,
+            Some(pair) => {
+                let s = std::str::from_utf8(pair).map_err(|_| "bad hex")?;
+                data.push(u8::from_str_radix(s, 16).map_err(|_| format!("bad hex {s:?}"))?);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn dumped(data: &[u8]) -> String {
+        let mut v = Vec::new();
+        dump(data, &mut v);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn matches_hexdump_c() {
+        // Expected text is `printf ... | hexdump -C` without its final offset line.
+        assert_eq!(
+            dumped(b"hello\n"),
+            "00000000  68 65 6c 6c 6f 0a                                 |hello.|\n"
+        );
+        assert_eq!(
+            dumped(b"0123456789abcdefXYZ\x00\x7f\x80"),
+            "00000000  30 31 32 33 34 35 36 37  38 39 61 62 63 64 65 66  |0123456789abcdef|\n\
+             00000010  58 59 5a 00 7f 80                                 |XYZ...|\n"
+        );
+        assert_eq!(
+            dumped(b"+OK POP Ya! v1.0"),
+            "00000000  2b 4f 4b 20 50 4f 50 20  59 61 21 20 76 31 2e 30  |+OK POP Ya! v1.0|\n"
+        );
+        assert_eq!(dumped(b""), "");
+        let nine = dumped(b"123456789");
+        assert_eq!(
+            nine,
+            "00000000  31 32 33 34 35 36 37 38  39                       |123456789|\n"
+        );
+    }
+
+    #[test]
+    fn every_byte_value_round_trips() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(4099).collect();
+        let text = dumped(&data);
+        assert_eq!(text.lines().count(), 4099usize.div_ceil(16));
+        assert!(text.lines().all(|l| l.len() < LINE));
+        let mut back = Vec::new();
+        for l in text.lines() {
+            parse_dump_line(l, &mut back).unwrap();
+        }
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn headers_and_lines() {
+        let mut s = Stamper::default();
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let stamp = s.string(t);
+        let peer: SocketAddr = "127.0.0.1:110".parse().unwrap();
+        let mut out = Vec::new();
+        chunk_header(
+            &mut out,
+            &mut s,
+            2,
+            0x1_0000_0000,
+            38,
+            &peer,
+            Side::Server,
+            t,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("Received (#2, 100000000) 38 bytes from 127.0.0.1:110 (server) at {stamp}\n")
+        );
+        let mut out = Vec::new();
+        finished(
+            &mut out,
+            &mut s,
+            t,
+            t + Duration::from_micros(1_500_000),
+            [5, 7],
+        );
+        let line = String::from_utf8(out).unwrap();
+        assert!(
+            line.ends_with(", duration 1.500000s, 7 bytes in, 5 bytes out\n"),
+            "{line}"
+        );
+        let mut out = Vec::new();
+        let target: SocketAddr = "10.1.1.1:80".parse().unwrap();
+        ended(
+            &mut out,
+            &mut s,
+            Side::Server,
+            &target,
+            &End::ConnectTimeout,
+            "web:80",
+            &target,
+            t,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("Unable to connect to web:80 (10.1.1.1:80): connect timed out at {stamp}\n")
+        );
+        let mut out = Vec::new();
+        ended(
+            &mut out,
+            &mut s,
+            Side::Client,
+            &peer,
+            &End::Fin,
+            "x",
+            &target,
+            t,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("Disconnected from 127.0.0.1:110 (client): EOF at {stamp}\n")
+        );
+    }
+
+    #[test]
+    fn parse_rebuilds_streams() {
+        let mut s = Stamper::default();
+        let t = UNIX_EPOCH;
+        let c: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut out = b"Connected to x at y\n".to_vec();
+        let parts: [(Dir, &[u8]); 3] = [
+            (Dir::ClientToServer, b"GET / HTTP/1.0\r\n\r\n"),
+            (Dir::ServerToClient, &[0u8; 40]),
+            (Dir::ClientToServer, b"more"),
+        ];
+        let mut offs = [0u64; 2];
+        let mut nums = [0u64; 2];
+        for (dir, data) in parts {
+            let i = dir.index();
+            chunk_header(
+                &mut out,
+                &mut s,
+                nums[i],
+                offs[i],
+                data.len(),
+                &c,
+                dir.source(),
+                t,
+            );
+            dump(data, &mut out);
+            offs[i] += data.len() as u64;
+            nums[i] += 1;
+        }
+        out.extend_from_slice(b"Finished at x\n");
+        let text = String::from_utf8(out).unwrap();
+        let st = streams(&text).unwrap();
+        assert_eq!(st[0], b"GET / HTTP/1.0\r\n\r\nmore");
+        assert_eq!(st[1], vec![0u8; 40]);
+        let chunks = parse(&text).unwrap();
+        assert_eq!(chunks.len(), 3);
+        assert_eq!((chunks[2].number, chunks[2].offset), (1, 18));
+    }
+
+    #[test]
+    fn parse_rejects_inconsistent_dumps() {
+        let bad_len = "Received (#0, 00000000) 3 bytes from a (client) at t\n\
+                       00000000  41 42                                            |AB|\n";
+        assert!(parse(bad_len).is_err());
+        let gap = "Received (#0, 00000005) 1 bytes from a (client) at t\n\
+                   00000000  41                                               |A|\n";
+        assert!(streams(gap).is_err());
+        assert!(parse("00000000  41 |A|\n").is_err());
+        assert!(parse("Received (#x, 0) 1 bytes from a (client) at t\n").is_err());
+        for junk in [
+            "",
+            "Received (#",
+            "00000000  zz",
+            "Received (#1, 2) 3 bytes from (server) at ",
+        ] {
+            let _ = parse(junk);
+        }
+    }
+}

@@ -1,0 +1,611 @@
+//! The reactor: one thread, one `mio::Poll` over every listener and every peer socket; it
+//! accepts, connects upstream, relays through each connection's state machine ([`Conn`]),
+//! keeps the deadlines, and hands what it sees to the logging thread's queue.
+//!
+//! - **Tokens.** [`WAKER`] (the logger drained its queue, or a stop was asked), [`SIGNALS`], one
+//!   per listener from [`LISTENER_BASE`], and two per connection from [`CONN_BASE`]:
+//!   `CONN_BASE + key * 2 + side` over one slab. Unknown tokens are ignored.
+//! - **Readiness.** Every socket is registered once for READABLE | WRITABLE (edge-triggered);
+//!   an event sets the connection's readable/writable flags, and only `WouldBlock` clears them.
+//! - **Deferred removal.** A connection that closes during an event batch is only removed
+//!   after the batch, so a later event of the same batch cannot reach a new connection that
+//!   took its slab key (mio issue 219).
+//! - **Fairness and backpressure.** A connection reads at most [`READ_BUDGET`] chunks per turn
+//!   and goes on the `again` list if it had more; when the log queue is full no socket is read,
+//!   the connection goes on the `stalled` list, and the logger's wake-up resumes it.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::cli::Rule;
+use crate::conn::{Conn, Dir, End, Phase, Side, Status, Tap};
+use crate::log::event::{ConnId, Event};
+use crate::log::queue::Sender;
+use crate::pool::Pool;
+use crate::sys;
+
+pub const WAKER: Token = Token(0);
+pub const SIGNALS: Token = Token(1);
+pub const LISTENER_BASE: usize = 16;
+pub const CONN_BASE: usize = 1 << 20;
+
+/// Chunks a connection may read per turn before others get theirs.
+pub const READ_BUDGET: u32 = 16;
+
+/// How long to wait before accepting again after running out of descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// How long a stop waits for buffered bytes to reach their destination.
+const STOP_FLUSH: Duration = Duration::from_secs(1);
+
+/// Tunables of the relay.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub rules: Vec<Rule>,
+    pub buffer_size: usize,
+    pub connect_timeout: Duration,
+    /// False with `--log none`: the relayed bytes are not copied to the logger at all.
+    pub log_data: bool,
+}
+
+/// What went through the reactor, for the exit summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub connections: u64,
+    /// Bytes delivered, indexed by [`Dir`].
+    pub bytes: [u64; 2],
+    /// Times reading paused because the log queue was full.
+    pub log_stalls: u64,
+}
+
+/// Lets another thread stop a running reactor (the bench does; the CLI uses signals).
+#[derive(Clone)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        // If the wake fails the poll is gone, and so is the reactor we meant to stop.
+        let _ = self.waker.wake();
+    }
+}
+
+struct Entry {
+    id: ConnId,
+    conn: Conn<TcpStream>,
+    /// Closed during this batch; removed after it.
+    done: bool,
+    on_again: bool,
+    on_stalled: bool,
+}
+
+/// Reports a connection's relay to the log queue, stamping each event when it happens.
+struct LogTap<'a> {
+    tx: &'a Sender,
+    id: ConnId,
+    data: bool,
+    may_read: bool,
+}
+
+impl Tap for LogTap<'_> {
+    fn ready(&mut self) -> bool {
+        self.may_read && (!self.data || self.tx.has_room() || !self.tx.wait_for_room())
+    }
+
+    fn data(&mut self, dir: Dir, bytes: &[u8]) {
+        if self.data {
+            let (id, at) = (self.id, SystemTime::now());
+            self.tx
+                .send_data(bytes, |bytes| Event::Data { id, dir, at, bytes });
+        }
+    }
+
+    fn end(&mut self, side: Side, how: &End) {
+        self.tx.send(Event::End {
+            id: self.id,
+            side,
+            how: how.clone(),
+            at: SystemTime::now(),
+        });
+    }
+}
+
+pub struct Reactor {
+    poll: Poll,
+    settings: Settings,
+    listeners: Vec<Option<TcpListener>>,
+    conns: Slab<Entry>,
+    pool: Pool,
+    log: Arc<Sender>,
+    deadlines: BinaryHeap<Reverse<(Instant, usize, ConnId)>>,
+    next_id: ConnId,
+    again: Vec<usize>,
+    stalled: Vec<usize>,
+    closed: Vec<usize>,
+    accept_paused_until: Option<Instant>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    stopping: Option<Instant>,
+    totals: Totals,
+}
+
+impl Reactor {
+    /// Builds a reactor over bound listeners, one per rule. `waker` must belong to `poll`,
+    /// registered with [`WAKER`]; the logger holds a clone.
+    pub fn new(
+        poll: Poll,
+        waker: Arc<Waker>,
+        listeners: Vec<TcpListener>,
+        settings: Settings,
+        log: Arc<Sender>,
+    ) -> io::Result<Reactor> {
+        let mut slots = Vec::with_capacity(listeners.len());
+        for (i, mut l) in listeners.into_iter().enumerate() {
+            poll.registry()
+                .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            slots.push(Some(l));
+        }
+        Ok(Reactor {
+            poll,
+            pool: Pool::new(settings.buffer_size, 64),
+            settings,
+            listeners: slots,
+            conns: Slab::new(),
+            log,
+            deadlines: BinaryHeap::new(),
+            next_id: 1,
+            again: Vec::new(),
+            stalled: Vec::new(),
+            closed: Vec::new(),
+            accept_paused_until: None,
+            signals: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+            stopping: None,
+            totals: Totals::default(),
+        })
+    }
+
+    /// Stops the reactor on SIGINT or SIGTERM (delivered through the poll).
+    pub fn watch_signals(&mut self, mut signals: signal_hook_mio::v1_0::Signals) -> io::Result<()> {
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            flag: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Runs until stopped, then closes every connection and returns what was relayed.
+    pub fn run(mut self) -> io::Result<Totals> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = if self.again.is_empty() {
+                self.next_timeout()
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => self.resume_stalled(),
+                    SIGNALS => self.on_signals(),
+                    Token(t) if (LISTENER_BASE..CONN_BASE).contains(&t) => {
+                        self.accept(t - LISTENER_BASE)
+                    }
+                    Token(t) if t >= CONN_BASE => self.on_socket_event(t - CONN_BASE, event),
+                    _ => {}
+                }
+            }
+            self.run_again();
+            self.expire(Instant::now());
+            if self.stop.load(Ordering::SeqCst) && self.stopping.is_none() {
+                self.begin_stop();
+            }
+            if let Some(deadline) = self.stopping {
+                self.flush_for_stop(deadline);
+            }
+            self.reap();
+            if self.stopping.is_some() && self.conns.is_empty() {
+                break;
+            }
+        }
+        self.totals.log_stalls = self.log.stalls();
+        Ok(self.totals)
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut next = self.deadlines.peek().map(|Reverse((t, _, _))| *t);
+        for t in [self.accept_paused_until, self.stopping]
+            .into_iter()
+            .flatten()
+        {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        if self.stopping.is_some() {
+            // While stopping, look at the flushing connections often.
+            next = Some(next.map_or(now, |n| n.min(now + Duration::from_millis(10))));
+        }
+        next.map(|t| t.saturating_duration_since(now))
+    }
+
+    fn accept(&mut self, rule: usize) {
+        if self.accept_paused_until.is_some() || self.stopping.is_some() {
+            return;
+        }
+        loop {
+            let Some(Some(listener)) = self.listeners.get(rule) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((sock, addr)) => self.open(rule, sock, addr),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if sys::is_resource_exhaustion(&e) => {
+                    // The listener is edge-triggered: it will not report the waiting clients
+                    // again, so a timer retries (every rule, since all share the limit).
+                    crate::log::eprint_line(&format!(
+                        "tcpspy: accept: {e}; accepting again in {} ms",
+                        ACCEPT_RETRY.as_millis()
+                    ));
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_RETRY);
+                    return;
+                }
+                // A client that gave up before we took it (ECONNABORTED) and the like.
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn open(&mut self, rule: usize, client: TcpStream, client_addr: SocketAddr) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.totals.connections += 1;
+        let at = SystemTime::now();
+        let target = self.settings.rules[rule].target;
+        // Small request/response traffic must not wait for Nagle on either leg.
+        let _ = client.set_nodelay(true);
+        let server = match TcpStream::connect(target) {
+            Ok(server) => server,
+            Err(e) => {
+                // No route, out of descriptors: the connect failed before it started.
+                sys::reset_on_close(&client);
+                self.log.send(Event::Open {
+                    id,
+                    rule,
+                    client: client_addr,
+                    target,
+                    local: unspecified(&target),
+                    at,
+                });
+                self.refused(id, End::ConnectFailed(e.to_string()));
+                return;
+            }
+        };
+        let _ = server.set_nodelay(true);
+        let local = server.local_addr().unwrap_or_else(|_| unspecified(&target));
+        self.log.send(Event::Open {
+            id,
+            rule,
+            client: client_addr,
+            target,
+            local,
+            at,
+        });
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let mut conn = Conn::new(client, server);
+        let reg = self.poll.registry();
+        let both = Interest::READABLE | Interest::WRITABLE;
+        let registered = reg
+            .register(&mut conn.client.sock, conn_token(key, Side::Client), both)
+            .and_then(|()| {
+                reg.register(&mut conn.server.sock, conn_token(key, Side::Server), both)
+            });
+        match registered {
+            Ok(()) => {
+                entry.insert(Entry {
+                    id,
+                    conn,
+                    done: false,
+                    on_again: false,
+                    on_stalled: false,
+                });
+                let deadline = Instant::now() + self.settings.connect_timeout;
+                self.deadlines.push(Reverse((deadline, key, id)));
+            }
+            Err(e) => {
+                sys::reset_on_close(&conn.client.sock);
+                self.refused(id, End::Error(e.to_string()));
+            }
+        }
+    }
+
+    /// Logs a connection that failed before it had a slab entry: the server side ended with
+    /// `how`, the client was reset.
+    fn refused(&mut self, id: ConnId, how: End) {
+        let mut tap = LogTap {
+            tx: &self.log,
+            id,
+            data: false,
+            may_read: false,
+        };
+        tap.end(Side::Server, &how);
+        tap.end(Side::Client, &End::Aborted);
+        let ends = vec![(Side::Server, how), (Side::Client, End::Aborted)];
+        self.log.send(Event::Close {
+            id,
+            at: SystemTime::now(),
+            bytes: [0; 2],
+            undelivered: [0; 2],
+            ends,
+        });
+    }
+
+    fn on_socket_event(&mut self, t: usize, event: &mio::event::Event) {
+        let (key, side) = (
+            t >> 1,
+            if t & 1 == 0 {
+                Side::Client
+            } else {
+                Side::Server
+            },
+        );
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        if entry.done {
+            return;
+        }
+        let peer = match side {
+            Side::Client => &mut entry.conn.client,
+            Side::Server => &mut entry.conn.server,
+        };
+        // Errors and hang-ups are surfaced by the next read or write, so they count as ready.
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            peer.readable = true;
+        }
+        if event.is_writable() || event.is_write_closed() || event.is_error() {
+            peer.writable = true;
+        }
+        if side == Side::Server && entry.conn.phase() == Phase::Connecting {
+            self.check_connect(key);
+        }
+        self.drive(key);
+    }
+
+    /// Looks at a connecting socket as mio documents it: `take_error`, then `peer_addr`
+    /// (`NotConnected` means still in progress).
+    fn check_connect(&mut self, key: usize) {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        let sock = &entry.conn.server.sock;
+        let result = match sock.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e),
+            Ok(None) => match sock.peer_addr() {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(false) => {}
+            Ok(true) => {
+                entry.conn.connected();
+                self.log.send(Event::Connected {
+                    id: entry.id,
+                    at: SystemTime::now(),
+                });
+            }
+            Err(e) => self.fail(key, Side::Server, End::ConnectFailed(e.to_string())),
+        }
+    }
+
+    fn drive(&mut self, key: usize) {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        if entry.done {
+            return;
+        }
+        let mut tap = LogTap {
+            tx: &self.log,
+            id: entry.id,
+            data: self.settings.log_data,
+            may_read: self.stopping.is_none(),
+        };
+        let mut budget = READ_BUDGET;
+        match entry.conn.drive(&mut self.pool, &mut tap, &mut budget) {
+            Status::Open => {}
+            Status::Stalled => {
+                if !entry.on_stalled && self.stopping.is_none() {
+                    entry.on_stalled = true;
+                    self.stalled.push(key);
+                }
+            }
+            Status::Yielded => {
+                if !entry.on_again {
+                    entry.on_again = true;
+                    self.again.push(key);
+                }
+            }
+            Status::Closed => self.finish(key),
+        }
+    }
+
+    /// Ends a connection from outside the relay (connect failure, timeout, stop).
+    fn fail(&mut self, key: usize, side: Side, how: End) {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        if entry.done {
+            return;
+        }
+        let mut tap = LogTap {
+            tx: &self.log,
+            id: entry.id,
+            data: false,
+            may_read: false,
+        };
+        entry.conn.fail(side, how, &mut tap, &mut self.pool);
+        self.finish(key);
+    }
+
+    /// Records a closed connection; its sockets close when it is removed after the batch.
+    fn finish(&mut self, key: usize) {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        if entry.done {
+            return;
+        }
+        entry.done = true;
+        let conn = &entry.conn;
+        let undelivered = conn.undelivered();
+        let bytes = [
+            conn.bytes(Dir::ClientToServer) - undelivered[0],
+            conn.bytes(Dir::ServerToClient) - undelivered[1],
+        ];
+        self.totals.bytes[0] += bytes[0];
+        self.totals.bytes[1] += bytes[1];
+        self.log.send(Event::Close {
+            id: entry.id,
+            at: SystemTime::now(),
+            bytes,
+            undelivered,
+            ends: conn.ends(),
+        });
+        self.closed.push(key);
+    }
+
+    fn reap(&mut self) {
+        for key in self.closed.drain(..) {
+            if let Some(entry) = self.conns.try_remove(key) {
+                for (side, sock) in [
+                    (Side::Client, &entry.conn.client.sock),
+                    (Side::Server, &entry.conn.server.sock),
+                ] {
+                    if entry.conn.must_reset(side) {
+                        sys::reset_on_close(sock);
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_again(&mut self) {
+        for key in std::mem::take(&mut self.again) {
+            if let Some(entry) = self.conns.get_mut(key) {
+                entry.on_again = false;
+                self.drive(key);
+            }
+        }
+    }
+
+    fn resume_stalled(&mut self) {
+        for key in std::mem::take(&mut self.stalled) {
+            if let Some(entry) = self.conns.get_mut(key) {
+                entry.on_stalled = false;
+                self.drive(key);
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            for rule in 0..self.listeners.len() {
+                self.accept(rule);
+            }
+        }
+        while let Some(Reverse((t, key, id))) = self.deadlines.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop();
+            let connecting = self
+                .conns
+                .get(key)
+                .is_some_and(|e| e.id == id && !e.done && e.conn.phase() == Phase::Connecting);
+            if connecting {
+                self.fail(key, Side::Server, End::ConnectTimeout);
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        let Some(signals) = &mut self.signals else {
+            return;
+        };
+        if signals.pending().next().is_some() {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Stops accepting and reading; what is buffered gets [`STOP_FLUSH`] to be written.
+    fn begin_stop(&mut self) {
+        for slot in &mut self.listeners {
+            if let Some(mut l) = slot.take() {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+        }
+        self.stopping = Some(Instant::now() + STOP_FLUSH);
+    }
+
+    fn flush_for_stop(&mut self, deadline: Instant) {
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, e)| !e.done)
+            .map(|(k, _)| k)
+            .collect();
+        let late = Instant::now() >= deadline;
+        for key in keys {
+            self.drive(key);
+            let Some(entry) = self.conns.get(key) else {
+                continue;
+            };
+            if !entry.done && (late || !entry.conn.holds_buffers()) {
+                self.fail(key, Side::Client, End::Shutdown);
+            }
+        }
+    }
+}
+
+fn conn_token(key: usize, side: Side) -> Token {
+    Token(CONN_BASE + key * 2 + side.index())
+}
+
+fn unspecified(like: &SocketAddr) -> SocketAddr {
+    let ip = match like {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(ip, 0)
+}

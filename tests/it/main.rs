@@ -1,0 +1,6 @@
+//! The integration tests: one binary that runs the real tcpspy (CARGO_BIN_EXE_tcpspy) on
+//! loopback.
+
+mod relay;
+mod startup;
+mod util;

@@ -1,0 +1,297 @@
+//! The relay through the real binary: data both ways, half-closes, failures, many connections,
+//! and the logs that record them.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+
+use crate::util::*;
+
+/// Several MiB both ways at once; the peers' checksums and all three logs must match.
+#[test]
+fn random_data_both_ways_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = listener();
+    let taddr = target.local_addr().unwrap();
+    let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
+    let up = data(1, 6 << 20);
+    let down = data(2, 5 << 20);
+
+    let down2 = down.clone();
+    let server = thread::spawn(move || {
+        let mut s = accept(&target);
+        let writer = send_then_shutdown(s.try_clone().unwrap(), down2);
+        let got = read_to_end(&mut s).unwrap();
+        writer.join().unwrap().unwrap();
+        got
+    });
+    let mut c = connect(spy.addr);
+    let writer = send_then_shutdown(c.try_clone().unwrap(), up.clone());
+    let got_down = read_to_end(&mut c).unwrap();
+    writer.join().unwrap().unwrap();
+    let got_up = server.join().unwrap();
+
+    assert_eq!(sha(&got_up), sha(&up), "client to server");
+    assert_eq!(sha(&got_down), sha(&down), "server to client");
+    let line = spy.wait_closed(1);
+    assert!(
+        line.contains(&format!(
+            "client sent {} bytes, server sent {} bytes",
+            up.len(),
+            down.len()
+        )),
+        "{line}"
+    );
+    assert_logs(dir.path(), 1, taddr, &up, &down);
+}
+
+/// The client shuts down writing, then reads a 1 MiB reply to the end.
+#[test]
+fn half_close_by_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = listener();
+    let taddr = target.local_addr().unwrap();
+    let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
+    let request = b"GET /big please\n".to_vec();
+    let reply = data(3, 1 << 20);
+
+    let reply2 = reply.clone();
+    let server = thread::spawn(move || {
+        let mut s = accept(&target);
+        let got = read_to_end(&mut s).unwrap(); // the client's FIN must arrive
+        s.write_all(&reply2).unwrap();
+        got
+    });
+    let mut c = connect(spy.addr);
+    c.write_all(&request).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let got = read_to_end(&mut c).unwrap();
+    assert_eq!(server.join().unwrap(), request);
+    assert_eq!(sha(&got), sha(&reply));
+    let line = spy.wait_closed(1);
+    assert!(line.contains("client EOF, then server EOF"), "{line}");
+    assert_logs(dir.path(), 1, taddr, &request, &reply);
+}
+
+/// The server sends and shuts down writing, then reads what the client sends after.
+#[test]
+fn half_close_by_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = listener();
+    let taddr = target.local_addr().unwrap();
+    let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
+    let banner = data(4, 300_000);
+    let after = data(5, 700_000);
+
+    let banner2 = banner.clone();
+    let server = thread::spawn(move || {
+        let mut s = accept(&target);
+        s.write_all(&banner2).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        read_to_end(&mut s).unwrap()
+    });
+    let mut c = connect(spy.addr);
+    let got = read_to_end(&mut c).unwrap(); // EOF from the server, passed on
+    assert_eq!(sha(&got), sha(&banner));
+    c.write_all(&after).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(sha(&server.join().unwrap()), sha(&after));
+    let line = spy.wait_closed(1);
+    assert!(line.contains("server EOF, then client EOF"), "{line}");
+    assert_logs(dir.path(), 1, taddr, &after, &banner);
+}
+
+/// A target that refuses: the client is closed at once, the failure is on stderr and in the
+/// hex dump, and tcpspy goes on serving.
+#[test]
+fn target_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let taddr = listener().local_addr().unwrap(); // bound, then closed: nobody listens there
+    let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
+    for n in 1..=2 {
+        let mut c = connect(spy.addr);
+        let mut buf = [0u8; 16];
+        match c.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            other => panic!("expected the client to be closed, got {other:?}"),
+        }
+        let line = spy.wait_closed(n);
+        assert!(line.contains("server connect failed"), "{line}");
+        assert!(line.contains("refused"), "{line}");
+        let (hex, _, _) = log_files(dir.path(), n, taddr);
+        let text = std::fs::read_to_string(hex).unwrap();
+        assert!(
+            text.contains(&format!("Unable to connect to {taddr}: connect failed")),
+            "{text}"
+        );
+        assert!(text.contains("Finished at "), "{text}");
+    }
+    assert!(spy.child.try_wait().unwrap().is_none(), "tcpspy still runs");
+}
+
+/// The target resets mid-stream: the client sees the reset promptly and the logs keep what
+/// passed before it.
+#[test]
+fn target_resets_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = listener();
+    let taddr = target.local_addr().unwrap();
+    let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
+    let hello = b"hello, server".to_vec();
+    let partial = data(6, 100_000);
+
+    let partial2 = partial.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let mut s = accept(&target);
+        let mut buf = vec![0u8; 13];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&partial2).unwrap();
+        // Wait until the client has the partial reply, then reset.
+        ready_rx.recv_timeout(WAIT).unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(std::time::Duration::ZERO))
+            .unwrap();
+        drop(s);
+    });
+    let mut c = connect(spy.addr);
+    c.write_all(&hello).unwrap();
+    let mut got = vec![0u8; partial.len()];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(got, partial);
+    ready_tx.send(()).unwrap();
+    server.join().unwrap();
+    let mut buf = [0u8; 16];
+    let e = c.read(&mut buf).expect_err("the reset reaches the client");
+    assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}");
+    let line = spy.wait_closed(1);
+    assert!(
+        line.contains("server reset, then client reset by tcpspy"),
+        "{line}"
+    );
+    let (hex, bup, bdown) = log_files(dir.path(), 1, taddr);
+    assert_eq!(std::fs::read(bup).unwrap(), hello);
+    assert_eq!(std::fs::read(bdown).unwrap(), partial);
+    let text = std::fs::read_to_string(hex).unwrap();
+    assert!(
+        text.contains(&format!("Disconnected from {taddr} (server): reset")),
+        "{text}"
+    );
+}
+
+/// 200 connections open at once, each with its own data, all relayed and logged.
+#[test]
+fn two_hundred_concurrent_connections() {
+    const N: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let target = listener();
+    let taddr = target.local_addr().unwrap();
+    let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
+
+    // An echo server that answers each connection with its bytes reversed in order of arrival.
+    let server = thread::spawn(move || {
+        let mut handles = Vec::new();
+        for _ in 0..N {
+            let mut s = accept(&target);
+            handles.push(thread::spawn(move || {
+                let got = read_to_end(&mut s).unwrap();
+                s.write_all(&got).unwrap();
+            }));
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    // Open all connections first, so they are all held at once.
+    let clients: Vec<TcpStream> = (0..N).map(|_| connect(spy.addr)).collect();
+    let handles: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            thread::spawn(move || {
+                let msg = data(100 + i as u64, 1000 + i * 37);
+                c.write_all(&msg).unwrap();
+                c.shutdown(Shutdown::Write).unwrap();
+                let got = read_to_end(&mut c).unwrap();
+                assert_eq!(got, msg, "connection {i}");
+                msg
+            })
+        })
+        .collect();
+    let sent: Vec<Vec<u8>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    server.join().unwrap();
+    let mut closed = std::collections::HashSet::new();
+    while closed.len() < N {
+        let l = spy.wait_line(|l| l.contains(" closed "));
+        assert!(l.contains("client EOF") && l.contains("server EOF"), "{l}");
+        closed.insert(l[1..5].to_string());
+    }
+    // Logs are per connection number; which client got which number depends on accept order,
+    // so match by content.
+    let mut logged: Vec<Vec<u8>> = (1..=N as u64)
+        .map(|n| {
+            let (_, up, down) = log_files(dir.path(), n, taddr);
+            let up = std::fs::read(up).unwrap();
+            assert_eq!(up, std::fs::read(down).unwrap(), "echo of connection {n}");
+            up
+        })
+        .collect();
+    let mut sent = sent;
+    logged.sort();
+    sent.sort();
+    assert!(logged == sent, "the logs hold every connection's bytes");
+}
+
+/// With a tiny log queue and a slowed logger, reading pauses instead of queueing: nothing is
+/// missing from the logs and memory stays small.
+#[test]
+fn tiny_log_queue_loses_nothing_and_bounds_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = listener();
+    let taddr = target.local_addr().unwrap();
+    let mut spy = Spy::start(&[
+        "-t",
+        &taddr.to_string(),
+        "-d",
+        dir.path().to_str().unwrap(),
+        "--log-queue",
+        "64K",
+        "--debug-log-delay-us",
+        "500",
+    ]);
+    let down = data(7, 32 << 20);
+    let down2 = down.clone();
+    let server = thread::spawn(move || {
+        let s = accept(&target);
+        send_then_shutdown(s, down2).join().unwrap().unwrap();
+    });
+    let mut c = connect(spy.addr);
+    c.shutdown(Shutdown::Write).unwrap();
+    let got = read_to_end(&mut c).unwrap();
+    server.join().unwrap();
+    assert_eq!(sha(&got), sha(&down));
+    spy.wait_closed(1);
+    let peak_kib = spy.status_kib("VmHWM");
+    assert_eq!(spy.stop(), 0);
+    let summary = spy
+        .seen
+        .iter()
+        .find(|l| l.contains("tcpspy: stopped"))
+        .cloned()
+        .unwrap_or_default();
+    let stalls: u64 = summary
+        .split("reads paused for the log: ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stall count in {summary:?}"));
+    assert!(
+        stalls > 0,
+        "the queue filled up and reading paused: {summary}"
+    );
+    // 32 MiB went through; had the queue not held the reader back it would all be in memory.
+    eprintln!("peak RSS {peak_kib} KiB, {stalls} stalls");
+    assert!(peak_kib < 16 * 1024, "peak RSS {peak_kib} KiB");
+    assert_logs(dir.path(), 1, taddr, b"", &down);
+}
