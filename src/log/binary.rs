@@ -1,54 +1,64 @@
 //! The binary logs: per connection, one file per direction holding exactly the bytes that
-//! direction carried, nothing added. Each chunk is an owned copy made by the reactor when it
+//! direction delivered, nothing added. Each chunk is an owned copy made by the reactor when it
 //! was read (gotcpspy handed its logger a slice of the read buffer that the next read
-//! overwrote), written with one `write` per chunk.
+//! overwrote), written with one `write` per chunk. Bytes logged but never delivered (the
+//! destination broke first) are cut off when the connection closes.
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::collections::HashMap;
+use std::time::SystemTime;
 
+use super::event::ConnId;
+use super::files::FileId;
+use super::{Closed, ConnInfo, Io, Output, naming, stamp};
 use crate::conn::Dir;
 
-use super::files::{FileError, FileId, Files};
-use super::naming;
-
-/// A connection's two binary files, indexed by [`Dir`].
+/// The binary-log output: two files per connection, indexed by [`Dir`].
+#[derive(Default)]
 pub struct BinaryLog {
-    files: [FileId; 2],
+    conns: HashMap<ConnId, [FileId; 2]>,
 }
 
-impl BinaryLog {
-    /// Creates both files; errors are returned for reporting, the log carries on without them.
-    pub fn create(
-        files: &mut Files,
-        dir: &Path,
-        stamp: &str,
-        id: u64,
-        local: &SocketAddr,
-        remote: &SocketAddr,
-        errors: &mut Vec<FileError>,
-    ) -> BinaryLog {
-        let mut make = |d: Dir| {
-            let (fid, err) =
-                files.create(dir.join(naming::binary_name(stamp, id, d, local, remote)));
-            errors.extend(err);
+impl Output for BinaryLog {
+    fn open(&mut self, conn: &ConnInfo, io: &mut Io) {
+        let stamp = stamp::file_stamp(conn.started);
+        let files = Dir::BOTH.map(|d| {
+            let name = naming::binary_name(&stamp, conn.id, d, &conn.local, &conn.target);
+            let (fid, err) = io.files.create(io.dir.join(name));
+            io.errors.extend(err);
             fid
+        });
+        self.conns.insert(conn.id, files);
+    }
+
+    fn data(&mut self, conn: &ConnInfo, dir: Dir, _at: SystemTime, bytes: &[u8], io: &mut Io) {
+        if let Some(files) = self.conns.get(&conn.id) {
+            let r = io.files.write(files[dir.index()], bytes);
+            io.check(r);
+        }
+    }
+
+    fn close(&mut self, conn: &ConnInfo, closed: &Closed, io: &mut Io) {
+        let Some(files) = self.conns.remove(&conn.id) else {
+            return;
         };
-        BinaryLog {
-            files: [make(Dir::ClientToServer), make(Dir::ServerToClient)],
+        for dir in Dir::BOTH {
+            let n = closed.undelivered[dir.index()];
+            if n > 0 {
+                let kept = conn.offsets[dir.index()].saturating_sub(n);
+                let r = io.files.truncate(files[dir.index()], kept);
+                io.check(r);
+            }
+        }
+        for f in files {
+            io.files.close(f);
         }
     }
 
-    pub fn write(&self, files: &mut Files, dir: Dir, bytes: &[u8]) -> Result<(), FileError> {
-        files.write(self.files[dir.index()], bytes)
-    }
-
-    pub fn close(&self, files: &mut Files) {
-        for f in self.files {
-            files.close(f);
+    fn finish(&mut self, io: &mut Io) {
+        for (_, files) in self.conns.drain() {
+            for f in files {
+                io.files.close(f);
+            }
         }
-    }
-
-    pub fn file(&self, dir: Dir) -> FileId {
-        self.files[dir.index()]
     }
 }

@@ -15,13 +15,118 @@
 //! Formatting is pure and writes into a `Vec<u8>`; [`parse`] reads a dump back (tests and
 //! tools use it; it must not panic on any input).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use crate::conn::{Dir, End, Side};
 
+use super::event::ConnId;
+use super::files::FileId;
 use super::stamp::Stamper;
+use super::{Closed, ConnInfo, Io, Output, naming, stamp};
+
+/// The hex-dump output: one file per connection.
+#[derive(Default)]
+pub struct HexLog {
+    conns: HashMap<ConnId, FileId>,
+}
+
+impl HexLog {
+    /// Writes the scratch buffer to the connection's file.
+    fn write(&self, conn: &ConnInfo, io: &mut Io) {
+        if let Some(f) = self.conns.get(&conn.id) {
+            let r = io.files.write(*f, &io.scratch);
+            io.check(r);
+        }
+    }
+}
+
+impl Output for HexLog {
+    fn open(&mut self, conn: &ConnInfo, io: &mut Io) {
+        let stamp = stamp::file_stamp(conn.started);
+        let name = naming::hex_name(&stamp, conn.id, &conn.local, &conn.target);
+        let (fid, err) = io.files.create(io.dir.join(name));
+        io.errors.extend(err);
+        self.conns.insert(conn.id, fid);
+    }
+
+    fn connected(&mut self, conn: &ConnInfo, at: SystemTime, io: &mut Io) {
+        io.scratch.clear();
+        connected(
+            &mut io.scratch,
+            &mut io.stamper,
+            &conn.target_name,
+            &conn.target,
+            &conn.client,
+            &conn.local,
+            at,
+        );
+        self.write(conn, io);
+    }
+
+    fn data(&mut self, conn: &ConnInfo, dir: Dir, at: SystemTime, bytes: &[u8], io: &mut Io) {
+        let i = dir.index();
+        let side = dir.source();
+        io.scratch.clear();
+        chunk_header(
+            &mut io.scratch,
+            &mut io.stamper,
+            conn.chunks[i],
+            conn.offsets[i],
+            bytes.len(),
+            conn.peer(side),
+            side,
+            at,
+        );
+        dump(bytes, &mut io.scratch);
+        self.write(conn, io);
+    }
+
+    fn end(&mut self, conn: &ConnInfo, side: Side, how: &End, at: SystemTime, io: &mut Io) {
+        io.scratch.clear();
+        ended(
+            &mut io.scratch,
+            &mut io.stamper,
+            side,
+            conn.peer(side),
+            how,
+            &conn.target_name,
+            &conn.target,
+            at,
+        );
+        self.write(conn, io);
+    }
+
+    fn close(&mut self, conn: &ConnInfo, closed: &Closed, io: &mut Io) {
+        io.scratch.clear();
+        for dir in Dir::BOTH {
+            let n = closed.undelivered[dir.index()];
+            if n > 0 {
+                let (src, dst) = (dir.source(), dir.source().other());
+                undelivered(&mut io.scratch, n, src, conn.peer(src), dst, conn.peer(dst));
+            }
+        }
+        finished(
+            &mut io.scratch,
+            &mut io.stamper,
+            conn.started,
+            closed.at,
+            closed.bytes,
+        );
+        self.write(conn, io);
+        if let Some(f) = self.conns.remove(&conn.id) {
+            io.files.close(f);
+        }
+    }
+
+    fn finish(&mut self, io: &mut Io) {
+        for (_, f) in self.conns.drain() {
+            io.files.close(f);
+        }
+    }
+}
 
 /// Bytes per full dump line, newline included.
 pub const LINE: usize = 79;

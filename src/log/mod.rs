@@ -1,14 +1,14 @@
-//! The logging thread: everything tcpspy writes about connections goes through it — the hex
-//! dump, the binary files, and the connection lines on stderr — so the reactor never waits on
-//! a disk or a terminal.
+//! The logging thread: everything tcpspy writes about connections goes through it, so the
+//! reactor never waits on a disk or a terminal.
 //!
-//! It blocks for the first event, takes every event queued behind it, writes them, then
-//! reports the bytes done to the queue (which may wake a paused reactor). Each chunk is written
-//! with one `write` per file, from a scratch buffer shared by all connections: nothing is held
-//! back in user space, so a file is current as soon as its batch is written (`tail -f` shows
-//! traffic live) and there is nothing to flush at the end but closing.
+//! It blocks for the first event, takes every event queued behind it, hands each to every
+//! [`Output`], then reports the bytes done to the queue (which may wake a paused reactor).
+//! Outputs write each chunk with one `write` per file from a shared scratch buffer: nothing is
+//! held back in user space, so a file is current as soon as its batch is written (`tail -f`
+//! shows traffic live) and there is nothing to flush at the end but closing.
 //!
-//! One module per output format ([`hexdump`], [`binary`]); [`files`] owns the descriptors.
+//! One module per output: [`hexdump`], [`binary`], [`report`] (the stderr lines). [`files`]
+//! owns the descriptors, [`queue`] the hand-off, [`naming`] and [`stamp`] the pure formatting.
 
 pub mod binary;
 pub mod event;
@@ -16,6 +16,7 @@ pub mod files;
 pub mod hexdump;
 pub mod naming;
 pub mod queue;
+pub mod report;
 pub mod stamp;
 
 use std::collections::{HashMap, VecDeque};
@@ -31,9 +32,8 @@ use mio::Waker;
 use crate::cli::{Formats, Rule};
 use crate::conn::{Dir, End, Side};
 
-use binary::BinaryLog;
 use event::{ConnId, Event};
-use files::{FileError, FileId, Files};
+use files::{FileError, Files};
 use queue::{Receiver, Sender};
 use stamp::Stamper;
 
@@ -56,6 +56,93 @@ pub struct LogStats {
     pub file_errors: u64,
 }
 
+/// A connection as every output sees it.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub id: ConnId,
+    pub rule: usize,
+    /// The rule's target as the user wrote it.
+    pub target_name: String,
+    pub client: SocketAddr,
+    pub target: SocketAddr,
+    /// tcpspy's address on the upstream connection.
+    pub local: SocketAddr,
+    pub started: SystemTime,
+    /// Chunks logged so far per direction (the number of the next one).
+    pub chunks: [u64; 2],
+    /// Bytes logged so far per direction (the offset of the next chunk).
+    pub offsets: [u64; 2],
+}
+
+impl ConnInfo {
+    /// The address of a side.
+    pub fn peer(&self, side: Side) -> &SocketAddr {
+        match side {
+            Side::Client => &self.client,
+            Side::Server => &self.target,
+        }
+    }
+}
+
+/// How a connection ended, as its last event says.
+#[derive(Clone, Debug)]
+pub struct Closed {
+    pub at: SystemTime,
+    /// Bytes delivered per direction.
+    pub bytes: [u64; 2],
+    /// Bytes logged but never delivered per direction.
+    pub undelivered: [u64; 2],
+    /// How each side ended, in order.
+    pub ends: Vec<(Side, End)>,
+}
+
+/// What outputs share: the open-file set, a scratch buffer, the time formatter, and the file
+/// errors to report at the end of the batch.
+pub struct Io {
+    pub dir: PathBuf,
+    pub files: Files,
+    pub scratch: Vec<u8>,
+    pub stamper: Stamper,
+    pub errors: Vec<FileError>,
+    /// File errors reported so far.
+    pub reported: u64,
+}
+
+impl Io {
+    /// Reports the file errors kept so far on stderr, once each.
+    pub fn report_errors(&mut self) {
+        for e in self.errors.drain(..) {
+            self.reported += 1;
+            eprint_line(&format!("tcpspy: {e}; nothing more is written to it"));
+        }
+    }
+
+    /// Keeps a file error for reporting.
+    pub fn check<T>(&mut self, r: Result<T, FileError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        }
+    }
+}
+
+/// One kind of record. Each event of a connection reaches every output in order; an output
+/// keeps its own per-connection state.
+pub trait Output: Send {
+    fn open(&mut self, _conn: &ConnInfo, _io: &mut Io) {}
+    fn connected(&mut self, _conn: &ConnInfo, _at: SystemTime, _io: &mut Io) {}
+    /// A chunk; `conn.offsets` and `conn.chunks` are still those before it.
+    fn data(&mut self, _conn: &ConnInfo, _dir: Dir, _at: SystemTime, _bytes: &[u8], _io: &mut Io) {}
+    fn end(&mut self, _conn: &ConnInfo, _side: Side, _how: &End, _at: SystemTime, _io: &mut Io) {}
+    /// The last event of a connection.
+    fn close(&mut self, _conn: &ConnInfo, _closed: &Closed, _io: &mut Io) {}
+    /// The end of the run: write what is left.
+    fn finish(&mut self, _io: &mut Io) {}
+}
+
 /// The running logging thread; [`Logger::finish`] stops it after everything queued is written.
 pub struct Logger {
     tx: Arc<Sender>,
@@ -63,10 +150,28 @@ pub struct Logger {
 }
 
 impl Logger {
-    /// Starts the thread. `waker` wakes the reactor when the queue drains.
+    /// Starts the thread with the outputs `cfg` asks for. `waker` wakes the reactor when the
+    /// queue drains.
     pub fn start(cfg: LogConfig, waker: Option<Arc<Waker>>) -> io::Result<Logger> {
+        let mut outputs: Vec<Box<dyn Output>> = Vec::new();
+        if cfg.formats.hex {
+            outputs.push(Box::new(hexdump::HexLog::default()));
+        }
+        if cfg.formats.binary {
+            outputs.push(Box::new(binary::BinaryLog::default()));
+        }
+        outputs.push(Box::new(report::Report));
+        Logger::start_with(cfg, outputs, waker)
+    }
+
+    /// Starts the thread with the given outputs.
+    pub fn start_with(
+        cfg: LogConfig,
+        outputs: Vec<Box<dyn Output>>,
+        waker: Option<Arc<Waker>>,
+    ) -> io::Result<Logger> {
         let (tx, rx) = queue::channel(cfg.queue_bound, cfg.chunk, waker);
-        let worker = Worker::new(cfg);
+        let worker = Worker::new(cfg, outputs);
         let handle = std::thread::Builder::new()
             .name("tcpspy-log".into())
             .spawn(move || worker.run(rx))?;
@@ -102,47 +207,26 @@ impl Drop for Logger {
     }
 }
 
-/// One connection as the logger knows it.
-struct Record {
-    rule: usize,
-    client: SocketAddr,
-    target: SocketAddr,
-    local: SocketAddr,
-    started: SystemTime,
-    hex: Option<FileId>,
-    binary: Option<BinaryLog>,
-    chunks: [u64; 2],
-    offsets: [u64; 2],
-}
-
-impl Record {
-    fn peer(&self, side: Side) -> &SocketAddr {
-        match side {
-            Side::Client => &self.client,
-            Side::Server => &self.target,
-        }
-    }
-}
-
 struct Worker {
     cfg: LogConfig,
-    files: Files,
-    conns: HashMap<ConnId, Record>,
-    scratch: Vec<u8>,
-    stamper: Stamper,
-    errors: Vec<FileError>,
-    stats: LogStats,
+    outputs: Vec<Box<dyn Output>>,
+    conns: HashMap<ConnId, ConnInfo>,
+    io: Io,
 }
 
 impl Worker {
-    fn new(cfg: LogConfig) -> Worker {
+    fn new(cfg: LogConfig, outputs: Vec<Box<dyn Output>>) -> Worker {
         Worker {
-            files: Files::new(cfg.max_open_files),
+            io: Io {
+                dir: cfg.dir.clone(),
+                files: Files::new(cfg.max_open_files),
+                scratch: Vec::with_capacity(cfg.chunk / 16 * hexdump::LINE + 256),
+                stamper: Stamper::default(),
+                errors: Vec::new(),
+                reported: 0,
+            },
+            outputs,
             conns: HashMap::new(),
-            scratch: Vec::with_capacity(cfg.chunk / 16 * hexdump::LINE + 256),
-            stamper: Stamper::default(),
-            errors: Vec::new(),
-            stats: LogStats::default(),
             cfg,
         }
     }
@@ -165,7 +249,7 @@ impl Worker {
                     other => self.control(other),
                 }
             }
-            self.report_errors();
+            self.io.report_errors();
             if !self.cfg.debug_delay.is_zero() {
                 std::thread::sleep(self.cfg.debug_delay);
             }
@@ -174,44 +258,24 @@ impl Worker {
                 break;
             }
         }
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        for id in ids {
-            self.close_files(id);
+        for out in &mut self.outputs {
+            out.finish(&mut self.io);
         }
-        self.stats
+        self.io.report_errors();
+        LogStats {
+            file_errors: self.io.reported,
+        }
     }
 
     fn data(&mut self, id: ConnId, dir: Dir, at: SystemTime, bytes: &[u8]) {
-        let Some(rec) = self.conns.get_mut(&id) else {
+        let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let i = dir.index();
-        if let Some(hex) = rec.hex {
-            self.scratch.clear();
-            let side = dir.source();
-            let peer = *rec.peer(side);
-            hexdump::chunk_header(
-                &mut self.scratch,
-                &mut self.stamper,
-                rec.chunks[i],
-                rec.offsets[i],
-                bytes.len(),
-                &peer,
-                side,
-                at,
-            );
-            hexdump::dump(bytes, &mut self.scratch);
-            if let Err(e) = self.files.write(hex, &self.scratch) {
-                self.errors.push(e);
-            }
+        for out in &mut self.outputs {
+            out.data(conn, dir, at, bytes, &mut self.io);
         }
-        if let Some(b) = &rec.binary
-            && let Err(e) = b.write(&mut self.files, dir, bytes)
-        {
-            self.errors.push(e);
-        }
-        rec.chunks[i] += 1;
-        rec.offsets[i] += bytes.len() as u64;
+        conn.chunks[dir.index()] += 1;
+        conn.offsets[dir.index()] += bytes.len() as u64;
     }
 
     fn control(&mut self, event: Event) {
@@ -223,43 +287,43 @@ impl Worker {
                 target,
                 local,
                 at,
-            } => self.open(id, rule, client, target, local, at),
+            } => {
+                let conn = ConnInfo {
+                    id,
+                    rule,
+                    target_name: self
+                        .cfg
+                        .rules
+                        .get(rule)
+                        .map(|r| r.target_name.clone())
+                        .unwrap_or_default(),
+                    client,
+                    target,
+                    local,
+                    started: at,
+                    chunks: [0; 2],
+                    offsets: [0; 2],
+                };
+                for out in &mut self.outputs {
+                    out.open(&conn, &mut self.io);
+                }
+                self.conns.insert(id, conn);
+            }
             Event::Connected { id, at } => {
-                let Some(rec) = self.conns.get(&id) else {
+                let Some(conn) = self.conns.get(&id) else {
                     return;
                 };
-                let Some(hex) = rec.hex else { return };
-                self.scratch.clear();
-                let name = &self.cfg.rules[rec.rule].target_name;
-                hexdump::connected(
-                    &mut self.scratch,
-                    &mut self.stamper,
-                    name,
-                    &rec.target,
-                    &rec.client,
-                    &rec.local,
-                    at,
-                );
-                self.write_hex(hex);
+                for out in &mut self.outputs {
+                    out.connected(conn, at, &mut self.io);
+                }
             }
             Event::End { id, side, how, at } => {
-                let Some(rec) = self.conns.get(&id) else {
+                let Some(conn) = self.conns.get(&id) else {
                     return;
                 };
-                let Some(hex) = rec.hex else { return };
-                self.scratch.clear();
-                let name = &self.cfg.rules[rec.rule].target_name;
-                hexdump::ended(
-                    &mut self.scratch,
-                    &mut self.stamper,
-                    side,
-                    rec.peer(side),
-                    &how,
-                    name,
-                    &rec.target,
-                    at,
-                );
-                self.write_hex(hex);
+                for out in &mut self.outputs {
+                    out.end(conn, side, &how, at, &mut self.io);
+                }
             }
             Event::Close {
                 id,
@@ -267,134 +331,21 @@ impl Worker {
                 bytes,
                 undelivered,
                 ends,
-            } => self.close(id, at, bytes, undelivered, &ends),
-            Event::Data { .. } | Event::Stop => {}
-        }
-    }
-
-    fn open(
-        &mut self,
-        id: ConnId,
-        rule: usize,
-        client: SocketAddr,
-        target: SocketAddr,
-        local: SocketAddr,
-        at: SystemTime,
-    ) {
-        let mut rec = Record {
-            rule,
-            client,
-            target,
-            local,
-            started: at,
-            hex: None,
-            binary: None,
-            chunks: [0; 2],
-            offsets: [0; 2],
-        };
-        let formats = self.cfg.formats;
-        if formats.wants_data() {
-            let stamp = stamp::file_stamp(at);
-            if formats.hex {
-                let path = self
-                    .cfg
-                    .dir
-                    .join(naming::hex_name(&stamp, id, &local, &target));
-                let (fid, err) = self.files.create(path);
-                self.errors.extend(err);
-                rec.hex = Some(fid);
-            }
-            if formats.binary {
-                rec.binary = Some(BinaryLog::create(
-                    &mut self.files,
-                    &self.cfg.dir,
-                    &stamp,
-                    id,
-                    &local,
-                    &target,
-                    &mut self.errors,
-                ));
-            }
-        }
-        self.conns.insert(id, rec);
-        eprint_line(&format!(
-            "#{} open {client} -> {target}",
-            naming::number(id)
-        ));
-    }
-
-    fn close(
-        &mut self,
-        id: ConnId,
-        at: SystemTime,
-        bytes: [u64; 2],
-        undelivered: [u64; 2],
-        ends: &[(Side, End)],
-    ) {
-        let Some(rec) = self.conns.get(&id) else {
-            return;
-        };
-        self.scratch.clear();
-        for dir in Dir::BOTH {
-            let n = undelivered[dir.index()];
-            if n == 0 {
-                continue;
-            }
-            // The binary log holds what the direction carried: cut what never arrived.
-            if let Some(b) = &rec.binary {
-                let kept = rec.offsets[dir.index()].saturating_sub(n);
-                if let Err(e) = self.files.truncate(b.file(dir), kept) {
-                    self.errors.push(e);
+            } => {
+                let Some(conn) = self.conns.remove(&id) else {
+                    return;
+                };
+                let closed = Closed {
+                    at,
+                    bytes,
+                    undelivered,
+                    ends,
+                };
+                for out in &mut self.outputs {
+                    out.close(&conn, &closed, &mut self.io);
                 }
             }
-            let (src, dst) = (dir.source(), dir.source().other());
-            hexdump::undelivered(&mut self.scratch, n, src, rec.peer(src), dst, rec.peer(dst));
-        }
-        if let Some(hex) = rec.hex {
-            hexdump::finished(&mut self.scratch, &mut self.stamper, rec.started, at, bytes);
-            self.write_hex(hex);
-        }
-        let rec = &self.conns[&id];
-        let how: Vec<String> = ends
-            .iter()
-            .map(|(s, e)| format!("{} {e}", s.name()))
-            .collect();
-        let line = format!(
-            "#{} closed {} -> {} after {}: client sent {} bytes, server sent {} bytes; {}",
-            naming::number(id),
-            rec.client,
-            rec.target,
-            stamp::duration(rec.started, at),
-            bytes[Dir::ClientToServer.index()],
-            bytes[Dir::ServerToClient.index()],
-            how.join(", then "),
-        );
-        self.close_files(id);
-        self.report_errors();
-        eprint_line(&line);
-    }
-
-    fn close_files(&mut self, id: ConnId) {
-        if let Some(rec) = self.conns.remove(&id) {
-            if let Some(hex) = rec.hex {
-                self.files.close(hex);
-            }
-            if let Some(b) = rec.binary {
-                b.close(&mut self.files);
-            }
-        }
-    }
-
-    fn write_hex(&mut self, hex: FileId) {
-        if let Err(e) = self.files.write(hex, &self.scratch) {
-            self.errors.push(e);
-        }
-    }
-
-    fn report_errors(&mut self) {
-        for e in self.errors.drain(..) {
-            self.stats.file_errors += 1;
-            eprint_line(&format!("tcpspy: {e}; nothing more is written to it"));
+            Event::Data { .. } | Event::Stop => {}
         }
     }
 }
