@@ -61,6 +61,24 @@ pub struct Args {
     )]
     pub connect_timeout: String,
 
+    /// Close a connection after this long without a byte either way (e.g. 5m); off by default
+    #[arg(long = "idle-timeout", value_name = "DURATION", default_value = "off")]
+    pub idle_timeout: String,
+
+    /// Most connections relayed at once; past it, new clients wait in the kernel's backlog
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most log files open at once (the others are reopened when written); default: an eighth
+    /// of the descriptor limit, at most 1024
+    #[arg(long = "max-open-files", value_name = "N")]
+    pub max_open_files: Option<usize>,
+
+    /// What to do when a log file cannot be written: `report` it once and keep relaying, or
+    /// `exit` (close every connection, then exit with status 1)
+    #[arg(long = "on-log-error", value_name = "ACTION", default_value = "report")]
+    pub on_log_error: LogErrorAction,
+
     /// gotcpspy's -host: the target host (with --port)
     #[arg(
         long,
@@ -92,6 +110,16 @@ pub struct Args {
     /// exercise the full-queue path. Not for users.
     #[arg(long = "debug-log-delay-us", hide = true, default_value_t = 0)]
     pub debug_log_delay_us: u64,
+}
+
+/// What a log write failure does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogErrorAction {
+    /// Report it once per file and keep relaying.
+    #[default]
+    Report,
+    /// Stop tcpspy: close every connection, write what can be written, exit with status 1.
+    Exit,
 }
 
 /// One forwarding rule: a listening address and the target its connections go to.
@@ -144,6 +172,11 @@ pub struct Config {
     pub log_queue: usize,
     pub buffer_size: usize,
     pub connect_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub max_connections: usize,
+    /// `None`: sized from the descriptor limit at start-up.
+    pub max_open_files: Option<usize>,
+    pub on_log_error: LogErrorAction,
     pub debug_log_delay: Duration,
 }
 
@@ -183,6 +216,16 @@ impl Config {
         }
         let connect_timeout = parse_duration(&args.connect_timeout)
             .with_context(|| format!("--connect-timeout {:?}", args.connect_timeout))?;
+        let idle_timeout = match args.idle_timeout.trim() {
+            "off" | "none" | "0" => None,
+            t => Some(parse_duration(t).with_context(|| format!("--idle-timeout {t:?}"))?),
+        };
+        if args.max_connections == 0 {
+            bail!("--max-connections must be at least 1");
+        }
+        if args.max_open_files == Some(0) {
+            bail!("--max-open-files must be at least 1");
+        }
         let target = resolve(&host, port).with_context(|| format!("target {target_name}"))?;
         if formats.wants_data() {
             prepare_log_dir(&args.log_dir)?;
@@ -198,6 +241,10 @@ impl Config {
             log_queue,
             buffer_size,
             connect_timeout,
+            idle_timeout,
+            max_connections: args.max_connections,
+            max_open_files: args.max_open_files,
+            on_log_error: args.on_log_error,
             debug_log_delay: Duration::from_micros(args.debug_log_delay_us),
         })
     }
@@ -533,6 +580,27 @@ mod tests {
         assert_eq!(c.log_queue, 64 << 20);
         assert_eq!(c.buffer_size, 64 << 10);
         assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.on_log_error, LogErrorAction::Report);
+        let c = Config::from_args(args(&[
+            "-l",
+            "1",
+            "-t",
+            "127.0.0.1:2",
+            "--log",
+            "none",
+            "--idle-timeout",
+            "90s",
+            "--on-log-error",
+            "exit",
+            "--max-open-files",
+            "7",
+        ]))
+        .unwrap();
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(c.on_log_error, LogErrorAction::Exit);
+        assert_eq!(c.max_open_files, Some(7));
         let a = args(&["-l", "1", "-t", "h:1"]);
         assert_eq!(a.log_dir, PathBuf::from("."));
         assert_eq!(

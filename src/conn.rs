@@ -84,6 +84,8 @@ pub enum End {
     ConnectTimeout,
     /// tcpspy was stopped.
     Shutdown,
+    /// No byte went either way for the idle timeout.
+    IdleTimeout,
 }
 
 impl End {
@@ -108,6 +110,7 @@ impl fmt::Display for End {
             End::ConnectFailed(e) => write!(f, "connect failed ({e})"),
             End::ConnectTimeout => f.write_str("connect timed out"),
             End::Shutdown => f.write_str("closed by tcpspy on shutdown"),
+            End::IdleTimeout => f.write_str("idle timeout, closed by tcpspy"),
         }
     }
 }
@@ -249,12 +252,13 @@ impl<S: Stream> Conn<S> {
         if self.phase == Phase::Closed {
             return;
         }
-        self.record(side, how, tap);
-        let other = if how_is_shutdown(&self.ends[side.index()]) {
-            End::Shutdown
-        } else {
-            End::Aborted
+        // A close decided by tcpspy applies to both sides alike; a failure of one side resets
+        // the other.
+        let other = match how {
+            End::Shutdown | End::IdleTimeout => how.clone(),
+            _ => End::Aborted,
         };
+        self.record(side, how, tap);
         self.record(side.other(), other, tap);
         self.close(pool);
     }
@@ -316,10 +320,6 @@ impl<S: Stream> Conn<S> {
             h.release(pool);
         }
     }
-}
-
-fn how_is_shutdown(end: &Option<End>) -> bool {
-    matches!(end, Some(End::Shutdown))
 }
 
 #[cfg(test)]

@@ -21,16 +21,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use mio::{Poll, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use cli::Config;
+use cli::{Config, LogErrorAction};
 use log::{LogConfig, Logger};
 use reactor::{Reactor, Settings, StopHandle, Totals, WAKER};
-
-/// Log files kept open at once by the logging thread (the rest are reopened when written).
-pub const MAX_OPEN_LOG_FILES: usize = 1024;
 
 /// What a finished run relayed and logged.
 #[derive(Clone, Debug, Default)]
@@ -46,13 +43,43 @@ pub struct Proxy {
     reactor: Reactor,
     logger: Logger,
     addrs: Vec<SocketAddr>,
+    limits: Limits,
+}
+
+/// How the descriptor limit was shared out at start-up.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections relayed at once: `--max-connections`, or fewer if descriptors are short.
+    pub max_connections: usize,
+    /// Log files kept open at once.
+    pub max_open_files: usize,
+    /// RLIMIT_NOFILE, raised to its hard limit.
+    pub nofile: u64,
 }
 
 impl Proxy {
     /// Binds every rule's listener and starts the logging thread.
     pub fn new(config: &Config) -> Result<Proxy> {
-        // Two sockets per connection and the log files: take every descriptor we may have.
-        let _ = sys::raise_nofile_limit();
+        // Two sockets per connection and the log files: take every descriptor we may have,
+        // then share them out so that neither can starve the other.
+        let limit = sys::raise_nofile_limit().context("cannot read the descriptor limit")?;
+        let logging = config.formats.wants_data();
+        let budget = sys::fd_budget(
+            limit,
+            config.rules.len() as u64,
+            logging,
+            config.max_open_files,
+        );
+        let (max_open_files, fd_conns) = budget.ok_or_else(|| {
+            anyhow!("the descriptor limit ({limit}) leaves no room for a connection; raise it (ulimit -n)")
+        })?;
+        let max_connections = config.max_connections.min(fd_conns);
+        let limits = Limits {
+            max_connections,
+            max_open_files,
+            nofile: limit,
+        };
+        sys::ignore_file_size_signal();
         let mut listeners = Vec::with_capacity(config.rules.len());
         let mut addrs = Vec::with_capacity(config.rules.len());
         for rule in &config.rules {
@@ -64,6 +91,7 @@ impl Proxy {
         let poll = Poll::new().context("cannot create the poll")?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).context("cannot create the waker")?);
+        let stop = StopHandle::new(waker.clone());
         let logger = Logger::start(
             LogConfig {
                 dir: config.log_dir.clone(),
@@ -71,25 +99,33 @@ impl Proxy {
                 rules: config.rules.clone(),
                 queue_bound: config.log_queue,
                 chunk: config.buffer_size,
-                max_open_files: MAX_OPEN_LOG_FILES,
+                max_open_files,
                 debug_delay: config.debug_log_delay,
+                stop_on_error: (config.on_log_error == LogErrorAction::Exit).then(|| stop.clone()),
             },
-            Some(waker.clone()),
+            Some(waker),
         )
         .context("cannot start the logging thread")?;
         let settings = Settings {
             rules: config.rules.clone(),
             buffer_size: config.buffer_size,
             connect_timeout: config.connect_timeout,
-            log_data: config.formats.wants_data(),
+            idle_timeout: config.idle_timeout,
+            max_connections,
+            log_data: logging,
         };
-        let reactor = Reactor::new(poll, waker, listeners, settings, logger.sender())
+        let reactor = Reactor::new(poll, stop, listeners, settings, logger.sender())
             .context("cannot register the listeners")?;
         Ok(Proxy {
             reactor,
             logger,
             addrs,
+            limits,
         })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// The address each rule listens on (port 0 resolved).
@@ -125,21 +161,19 @@ impl Proxy {
 /// The CLI's main job: runs the proxy until SIGINT or SIGTERM and prints a summary.
 pub fn run(config: Config) -> Result<Outcome> {
     let mut proxy = Proxy::new(&config)?;
+    let logging = match config.formats.is_none() {
+        true => "logging none".to_string(),
+        false => format!("logging {} in {}", config.formats, config.log_dir.display()),
+    };
     for (rule, bound) in config.rules.iter().zip(proxy.local_addrs()) {
+        let resolved = match rule.target_name == rule.target.to_string() {
+            true => String::new(),
+            false => format!(" ({})", rule.target),
+        };
         log::eprint_line(&format!(
-            "tcpspy: listening on {bound}, relaying to {}{}; logging {} {}",
+            "tcpspy: listening on {bound}, relaying to {}{resolved}; {logging}; up to {} connections at once",
             rule.target_name,
-            if rule.target_name == rule.target.to_string() {
-                String::new()
-            } else {
-                format!(" ({})", rule.target)
-            },
-            config.formats,
-            if config.formats.is_none() {
-                String::new()
-            } else {
-                format!("in {}", config.log_dir.display())
-            },
+            proxy.limits().max_connections,
         ));
     }
     proxy.watch_signals()?;
@@ -150,5 +184,8 @@ pub fn run(config: Config) -> Result<Outcome> {
          reads paused for the log: {}; log file errors: {}",
         t.connections, t.bytes[0], t.bytes[1], t.log_stalls, outcome.log.file_errors,
     ));
+    if outcome.log.stopped_by_error {
+        bail!("stopped because a log file could not be written (--on-log-error exit)");
+    }
     Ok(outcome)
 }

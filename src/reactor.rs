@@ -53,6 +53,10 @@ pub struct Settings {
     pub rules: Vec<Rule>,
     pub buffer_size: usize,
     pub connect_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    /// Connections relayed at once; past it the listeners are left alone (the kernel's
+    /// backlog holds new clients) until one ends.
+    pub max_connections: usize,
     /// False with `--log none`: the relayed bytes are not copied to the logger at all.
     pub log_data: bool,
 }
@@ -67,14 +71,31 @@ pub struct Totals {
     pub log_stalls: u64,
 }
 
-/// Lets another thread stop a running reactor (the bench does; the CLI uses signals).
+/// Lets another thread stop a running reactor: the bench does, and the logging thread when a
+/// log fails under `--on-log-error exit`. The CLI uses signals.
 #[derive(Clone)]
 pub struct StopHandle {
     flag: Arc<AtomicBool>,
     waker: Arc<Waker>,
 }
 
+impl std::fmt::Debug for StopHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StopHandle")
+            .field("stopped", &self.flag.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
 impl StopHandle {
+    /// A handle for the reactor that will poll with `waker`'s poll.
+    pub fn new(waker: Arc<Waker>) -> StopHandle {
+        StopHandle {
+            flag: Arc::new(AtomicBool::new(false)),
+            waker,
+        }
+    }
+
     pub fn stop(&self) {
         self.flag.store(true, Ordering::SeqCst);
         // If the wake fails the poll is gone, and so is the reactor we meant to stop.
@@ -82,9 +103,18 @@ impl StopHandle {
     }
 }
 
+/// What a deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Connect,
+    Idle,
+}
+
 struct Entry {
     id: ConnId,
     conn: Conn<TcpStream>,
+    /// When bytes last moved (kept only with an idle timeout).
+    last_active: Instant,
     /// Closed during this batch; removed after it.
     done: bool,
     on_again: bool,
@@ -129,15 +159,16 @@ pub struct Reactor {
     conns: Slab<Entry>,
     pool: Pool,
     log: Arc<Sender>,
-    deadlines: BinaryHeap<Reverse<(Instant, usize, ConnId)>>,
+    deadlines: BinaryHeap<Reverse<(Instant, usize, ConnId, Timer)>>,
     next_id: ConnId,
     again: Vec<usize>,
     stalled: Vec<usize>,
     closed: Vec<usize>,
     accept_paused_until: Option<Instant>,
+    /// At `max_connections`: accept again when a connection ends.
+    accept_full: bool,
     signals: Option<signal_hook_mio::v1_0::Signals>,
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
+    stop: StopHandle,
     stopping: Option<Instant>,
     totals: Totals,
 }
@@ -147,7 +178,7 @@ impl Reactor {
     /// registered with [`WAKER`]; the logger holds a clone.
     pub fn new(
         poll: Poll,
-        waker: Arc<Waker>,
+        stop: StopHandle,
         listeners: Vec<TcpListener>,
         settings: Settings,
         log: Arc<Sender>,
@@ -171,9 +202,9 @@ impl Reactor {
             stalled: Vec::new(),
             closed: Vec::new(),
             accept_paused_until: None,
+            accept_full: false,
             signals: None,
-            stop: Arc::new(AtomicBool::new(false)),
-            waker,
+            stop,
             stopping: None,
             totals: Totals::default(),
         })
@@ -189,10 +220,7 @@ impl Reactor {
     }
 
     pub fn stop_handle(&self) -> StopHandle {
-        StopHandle {
-            flag: self.stop.clone(),
-            waker: self.waker.clone(),
-        }
+        self.stop.clone()
     }
 
     /// Runs until stopped, then closes every connection and returns what was relayed.
@@ -223,13 +251,14 @@ impl Reactor {
             }
             self.run_again();
             self.expire(Instant::now());
-            if self.stop.load(Ordering::SeqCst) && self.stopping.is_none() {
+            if self.stop.flag.load(Ordering::SeqCst) && self.stopping.is_none() {
                 self.begin_stop();
             }
             if let Some(deadline) = self.stopping {
                 self.flush_for_stop(deadline);
             }
             self.reap();
+            self.accept_if_room();
             if self.stopping.is_some() && self.conns.is_empty() {
                 break;
             }
@@ -240,7 +269,7 @@ impl Reactor {
 
     fn next_timeout(&self) -> Option<Duration> {
         let now = Instant::now();
-        let mut next = self.deadlines.peek().map(|Reverse((t, _, _))| *t);
+        let mut next = self.deadlines.peek().map(|Reverse((t, ..))| *t);
         for t in [self.accept_paused_until, self.stopping]
             .into_iter()
             .flatten()
@@ -259,6 +288,10 @@ impl Reactor {
             return;
         }
         loop {
+            if self.conns.len() >= self.settings.max_connections {
+                self.accept_full = true;
+                return;
+            }
             let Some(Some(listener)) = self.listeners.get(rule) else {
                 return;
             };
@@ -329,15 +362,22 @@ impl Reactor {
             });
         match registered {
             Ok(()) => {
+                let now = Instant::now();
                 entry.insert(Entry {
                     id,
                     conn,
+                    last_active: now,
                     done: false,
                     on_again: false,
                     on_stalled: false,
                 });
-                let deadline = Instant::now() + self.settings.connect_timeout;
-                self.deadlines.push(Reverse((deadline, key, id)));
+                let connect_by = now + self.settings.connect_timeout;
+                self.deadlines
+                    .push(Reverse((connect_by, key, id, Timer::Connect)));
+                if let Some(idle) = self.settings.idle_timeout {
+                    self.deadlines
+                        .push(Reverse((now + idle, key, id, Timer::Idle)));
+                }
             }
             Err(e) => {
                 sys::reset_on_close(&conn.client.sock);
@@ -441,7 +481,15 @@ impl Reactor {
             may_read: self.stopping.is_none(),
         };
         let mut budget = READ_BUDGET;
-        match entry.conn.drive(&mut self.pool, &mut tap, &mut budget) {
+        let moved = entry.conn.bytes(Dir::ClientToServer) + entry.conn.bytes(Dir::ServerToClient);
+        let status = entry.conn.drive(&mut self.pool, &mut tap, &mut budget);
+        if self.settings.idle_timeout.is_some()
+            && entry.conn.bytes(Dir::ClientToServer) + entry.conn.bytes(Dir::ServerToClient)
+                != moved
+        {
+            entry.last_active = Instant::now();
+        }
+        match status {
             Status::Open => {}
             Status::Stalled => {
                 if !entry.on_stalled && self.stopping.is_none() {
@@ -519,6 +567,17 @@ impl Reactor {
         }
     }
 
+    /// Takes the clients that queued while we were at `max_connections`: the listeners are
+    /// edge-triggered and raise no new event for them.
+    fn accept_if_room(&mut self) {
+        if self.accept_full && self.conns.len() < self.settings.max_connections {
+            self.accept_full = false;
+            for rule in 0..self.listeners.len() {
+                self.accept(rule);
+            }
+        }
+    }
+
     fn run_again(&mut self) {
         for key in std::mem::take(&mut self.again) {
             if let Some(entry) = self.conns.get_mut(key) {
@@ -544,17 +603,30 @@ impl Reactor {
                 self.accept(rule);
             }
         }
-        while let Some(Reverse((t, key, id))) = self.deadlines.peek().copied() {
+        while let Some(Reverse((t, key, id, timer))) = self.deadlines.peek().copied() {
             if t > now {
                 break;
             }
             self.deadlines.pop();
-            let connecting = self
-                .conns
-                .get(key)
-                .is_some_and(|e| e.id == id && !e.done && e.conn.phase() == Phase::Connecting);
-            if connecting {
-                self.fail(key, Side::Server, End::ConnectTimeout);
+            let Some(entry) = self.conns.get(key).filter(|e| e.id == id && !e.done) else {
+                continue;
+            };
+            match timer {
+                Timer::Connect if entry.conn.phase() == Phase::Connecting => {
+                    self.fail(key, Side::Server, End::ConnectTimeout);
+                }
+                Timer::Connect => {}
+                Timer::Idle => {
+                    let Some(idle) = self.settings.idle_timeout else {
+                        continue;
+                    };
+                    let due = entry.last_active + idle;
+                    if due > now {
+                        self.deadlines.push(Reverse((due, key, id, Timer::Idle)));
+                    } else {
+                        self.fail(key, Side::Client, End::IdleTimeout);
+                    }
+                }
             }
         }
     }
@@ -564,7 +636,7 @@ impl Reactor {
             return;
         };
         if signals.pending().next().is_some() {
-            self.stop.store(true, Ordering::SeqCst);
+            self.stop.flag.store(true, Ordering::SeqCst);
         }
     }
 

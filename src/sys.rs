@@ -58,3 +58,48 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
         Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
     )
 }
+
+/// Makes writes past RLIMIT_FSIZE fail with EFBIG instead of killing the process: a log file
+/// hitting its size limit must not stop the relay.
+pub fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN involves no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+/// Descriptors kept aside for everything but relayed sockets and log files: stdio, the poll,
+/// the waker, the signal pipe, listeners, and files opened now and then.
+pub const RESERVED_FDS: u64 = 32;
+
+/// How the descriptor limit is shared: log files kept open, and connections relayed at once
+/// (two sockets each). `None` if the limit leaves no room for a single connection.
+pub fn fd_budget(
+    limit: u64,
+    listeners: u64,
+    logging: bool,
+    max_open_files: Option<usize>,
+) -> Option<(usize, usize)> {
+    let files = match (logging, max_open_files) {
+        (false, _) => 0,
+        (true, Some(n)) => n as u64,
+        (true, None) => (limit / 8).clamp(4, 1024),
+    };
+    let left = limit.checked_sub(RESERVED_FDS + listeners + files)?;
+    let conns = left / 2;
+    (conns > 0).then_some((files.max(1) as usize, conns as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget() {
+        assert_eq!(fd_budget(20_000, 1, true, None), Some((1024, 9471)));
+        assert_eq!(fd_budget(20_000, 1, false, None), Some((1, 9983)));
+        assert_eq!(fd_budget(64, 1, true, None), Some((8, 11)));
+        assert_eq!(fd_budget(64, 1, true, Some(30)), None);
+        assert_eq!(fd_budget(10, 1, true, None), None);
+    }
+}

@@ -31,6 +31,7 @@ use mio::Waker;
 
 use crate::cli::{Formats, Rule};
 use crate::conn::{Dir, End, Side};
+use crate::reactor::StopHandle;
 
 use event::{ConnId, Event};
 use files::{FileError, Files};
@@ -48,12 +49,16 @@ pub struct LogConfig {
     pub max_open_files: usize,
     /// Test hook: a pause per batch, to make the queue fill up.
     pub debug_delay: Duration,
+    /// Stops the proxy at the first log failure (`--on-log-error exit`).
+    pub stop_on_error: Option<StopHandle>,
 }
 
 /// What the logging thread did, for the exit summary.
 #[derive(Clone, Debug, Default)]
 pub struct LogStats {
     pub file_errors: u64,
+    /// A log failure stopped the proxy (`--on-log-error exit`).
+    pub stopped_by_error: bool,
 }
 
 /// A connection as every output sees it.
@@ -106,6 +111,7 @@ pub struct Io {
     pub errors: Vec<FileError>,
     /// File errors reported so far.
     pub reported: u64,
+    stop_on_error: Option<StopHandle>,
 }
 
 impl Io {
@@ -113,7 +119,13 @@ impl Io {
     pub fn report_errors(&mut self) {
         for e in self.errors.drain(..) {
             self.reported += 1;
-            eprint_line(&format!("tcpspy: {e}; nothing more is written to it"));
+            match &self.stop_on_error {
+                Some(stop) => {
+                    eprint_line(&format!("tcpspy: {e}; stopping (--on-log-error exit)"));
+                    stop.stop();
+                }
+                None => eprint_line(&format!("tcpspy: {e}; nothing more is written to it")),
+            }
         }
     }
 
@@ -224,6 +236,7 @@ impl Worker {
                 stamper: Stamper::default(),
                 errors: Vec::new(),
                 reported: 0,
+                stop_on_error: cfg.stop_on_error.clone(),
             },
             outputs,
             conns: HashMap::new(),
@@ -264,6 +277,7 @@ impl Worker {
         self.io.report_errors();
         LogStats {
             file_errors: self.io.reported,
+            stopped_by_error: self.io.reported > 0 && self.io.stop_on_error.is_some(),
         }
     }
 
