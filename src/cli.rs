@@ -106,7 +106,7 @@ pub struct Args {
     )]
     pub listen_port: Option<String>,
 
-    /// Slows the logging thread down by this many microseconds per batch, so tests can
+    /// Slows the logging thread down by this many microseconds per chunk, so tests can
     /// exercise the full-queue path. Not for users.
     #[arg(long = "debug-log-delay-us", hide = true, default_value_t = 0)]
     pub debug_log_delay_us: u64,

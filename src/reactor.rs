@@ -110,6 +110,15 @@ enum Timer {
     Idle,
 }
 
+/// An accepted client whose upstream connect waits for a free descriptor.
+struct Waiting {
+    rule: usize,
+    client: TcpStream,
+    addr: SocketAddr,
+    id: ConnId,
+    at: SystemTime,
+}
+
 struct Entry {
     id: ConnId,
     conn: Conn<TcpStream>,
@@ -167,6 +176,9 @@ pub struct Reactor {
     accept_paused_until: Option<Instant>,
     /// At `max_connections`: accept again when a connection ends.
     accept_full: bool,
+    /// Clients accepted while out of descriptors, oldest first.
+    waiting: std::collections::VecDeque<Waiting>,
+    exhausted: bool,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     stop: StopHandle,
     stopping: Option<Instant>,
@@ -203,6 +215,8 @@ impl Reactor {
             closed: Vec::new(),
             accept_paused_until: None,
             accept_full: false,
+            waiting: std::collections::VecDeque::new(),
+            exhausted: false,
             signals: None,
             stop,
             stopping: None,
@@ -296,17 +310,16 @@ impl Reactor {
                 return;
             };
             match listener.accept() {
-                Ok((sock, addr)) => self.open(rule, sock, addr),
+                Ok((sock, addr)) => {
+                    self.open(rule, sock, addr);
+                    if !self.waiting.is_empty() {
+                        return;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if sys::is_resource_exhaustion(&e) => {
-                    // The listener is edge-triggered: it will not report the waiting clients
-                    // again, so a timer retries (every rule, since all share the limit).
-                    crate::log::eprint_line(&format!(
-                        "tcpspy: accept: {e}; accepting again in {} ms",
-                        ACCEPT_RETRY.as_millis()
-                    ));
-                    self.accept_paused_until = Some(Instant::now() + ACCEPT_RETRY);
+                    self.out_of_descriptors(&e);
                     return;
                 }
                 // A client that gave up before we took it (ECONNABORTED) and the like.
@@ -315,18 +328,49 @@ impl Reactor {
         }
     }
 
-    fn open(&mut self, rule: usize, client: TcpStream, client_addr: SocketAddr) {
+    fn open(&mut self, rule: usize, client: TcpStream, addr: SocketAddr) {
         let id = self.next_id;
         self.next_id += 1;
         self.totals.connections += 1;
-        let at = SystemTime::now();
-        let target = self.settings.rules[rule].target;
         // Small request/response traffic must not wait for Nagle on either leg.
         let _ = client.set_nodelay(true);
+        let w = Waiting {
+            rule,
+            client,
+            addr,
+            id,
+            at: SystemTime::now(),
+        };
+        if let Err(w) = self.connect(w) {
+            self.waiting.push_back(w);
+        }
+    }
+
+    /// Starts the upstream connect of an accepted client. Out of descriptors, the client is
+    /// handed back to wait for the accept retry: it is not reset for our lack of descriptors.
+    fn connect(&mut self, w: Waiting) -> Result<(), Waiting> {
+        let Waiting {
+            rule,
+            client,
+            addr: client_addr,
+            id,
+            at,
+        } = w;
+        let target = self.settings.rules[rule].target;
         let server = match TcpStream::connect(target) {
             Ok(server) => server,
+            Err(e) if sys::is_resource_exhaustion(&e) => {
+                self.out_of_descriptors(&e);
+                return Err(Waiting {
+                    rule,
+                    client,
+                    addr: client_addr,
+                    id,
+                    at,
+                });
+            }
             Err(e) => {
-                // No route, out of descriptors: the connect failed before it started.
+                // No route and the like: the connect failed before it started.
                 sys::reset_on_close(&client);
                 self.log.send(Event::Open {
                     id,
@@ -337,7 +381,7 @@ impl Reactor {
                     at,
                 });
                 self.refused(id, End::ConnectFailed(e.to_string()));
-                return;
+                return Ok(());
             }
         };
         let _ = server.set_nodelay(true);
@@ -384,23 +428,43 @@ impl Reactor {
                 self.refused(id, End::Error(e.to_string()));
             }
         }
+        Ok(())
+    }
+
+    /// Stops accepting for [`ACCEPT_RETRY`]: edge-triggered listeners will not report the
+    /// waiting clients again, so a timer retries.
+    fn out_of_descriptors(&mut self, e: &io::Error) {
+        if !self.exhausted {
+            self.exhausted = true;
+            crate::log::eprint_line(&format!(
+                "tcpspy: out of descriptors ({e}); new clients wait, retrying every {} ms",
+                ACCEPT_RETRY.as_millis()
+            ));
+        }
+        self.accept_paused_until = Some(Instant::now() + ACCEPT_RETRY);
     }
 
     /// Logs a connection that failed before it had a slab entry: the server side ended with
     /// `how`, the client was reset.
     fn refused(&mut self, id: ConnId, how: End) {
+        self.log_unconnected(id, vec![(Side::Server, how), (Side::Client, End::Aborted)]);
+    }
+
+    /// Logs the ends and the close of a connection that never had a slab entry.
+    fn log_unconnected(&mut self, id: ConnId, ends: Vec<(Side, End)>) {
         let mut tap = LogTap {
             tx: &self.log,
             id,
             data: false,
             may_read: false,
         };
-        tap.end(Side::Server, &how);
-        tap.end(Side::Client, &End::Aborted);
-        let ends = vec![(Side::Server, how), (Side::Client, End::Aborted)];
+        for (side, how) in &ends {
+            tap.end(*side, how);
+        }
+        let at = SystemTime::now();
         self.log.send(Event::Close {
             id,
-            at: SystemTime::now(),
+            at,
             bytes: [0; 2],
             undelivered: [0; 2],
             ends,
@@ -599,8 +663,20 @@ impl Reactor {
     fn expire(&mut self, now: Instant) {
         if self.accept_paused_until.is_some_and(|t| t <= now) {
             self.accept_paused_until = None;
-            for rule in 0..self.listeners.len() {
-                self.accept(rule);
+            while let Some(w) = self.waiting.pop_front() {
+                if let Err(w) = self.connect(w) {
+                    self.waiting.push_front(w);
+                    break;
+                }
+            }
+            if self.waiting.is_empty() {
+                if self.exhausted {
+                    self.exhausted = false;
+                    crate::log::eprint_line("tcpspy: descriptors available again; accepting");
+                }
+                for rule in 0..self.listeners.len() {
+                    self.accept(rule);
+                }
             }
         }
         while let Some(Reverse((t, key, id, timer))) = self.deadlines.peek().copied() {
@@ -647,7 +723,26 @@ impl Reactor {
                 let _ = self.poll.registry().deregister(&mut l);
             }
         }
+        for w in std::mem::take(&mut self.waiting) {
+            let target = self.settings.rules[w.rule].target;
+            let (id, rule, client, at) = (w.id, w.rule, w.addr, w.at);
+            self.log.send(Event::Open {
+                id,
+                rule,
+                client,
+                target,
+                local: unspecified(&target),
+                at,
+            });
+            self.log_unconnected(
+                id,
+                vec![(Side::Client, End::Shutdown), (Side::Server, End::Shutdown)],
+            );
+        }
         self.stopping = Some(Instant::now() + STOP_FLUSH);
+        crate::log::eprint_line(
+            "tcpspy: stopping: closing connections and writing the logs (signal again to exit at once)",
+        );
     }
 
     fn flush_for_stop(&mut self, deadline: Instant) {

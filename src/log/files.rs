@@ -14,7 +14,12 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use slab::Slab;
+
+/// How long opening a log file waits for a free descriptor before the file fails.
+pub const DESCRIPTOR_WAIT: Duration = Duration::from_secs(10);
 
 /// A file in the set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,14 +175,23 @@ impl Files {
     }
 
     /// Opens a file once there is room under `max_open`, closing the least recently used
-    /// ones; if the process is out of descriptors, closes more and tries again.
+    /// ones. Out of descriptors with none of ours left to close, it waits for some to free up
+    /// (up to [`DESCRIPTOR_WAIT`]): the log queue fills meanwhile and holds the relay back, so
+    /// nothing is lost; only after that does the file fail.
     fn open_with_room<T>(&mut self, mut open: impl FnMut() -> io::Result<T>) -> io::Result<T> {
         while self.lru.len() >= self.max_open {
             self.evict_oldest();
         }
+        let mut pause = Duration::from_millis(1);
+        let mut waited = Duration::ZERO;
         loop {
             match open() {
                 Err(e) if is_out_of_descriptors(&e) && !self.lru.is_empty() => self.evict_oldest(),
+                Err(e) if is_out_of_descriptors(&e) && waited < DESCRIPTOR_WAIT => {
+                    std::thread::sleep(pause);
+                    waited += pause;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
                 other => return other,
             }
         }

@@ -229,9 +229,10 @@ fn two_hundred_concurrent_connections() {
     }
     // Logs are per connection number; which client got which number depends on accept order,
     // so match by content.
+    let mut index = log_index(dir.path(), taddr);
     let mut logged: Vec<Vec<u8>> = (1..=N as u64)
         .map(|n| {
-            let (_, up, down) = log_files(dir.path(), n, taddr);
+            let (_, up, down) = index.remove(&n).unwrap();
             let up = std::fs::read(up).unwrap();
             assert_eq!(up, std::fs::read(down).unwrap(), "echo of connection {n}");
             up

@@ -255,11 +255,22 @@ pub fn send_then_shutdown(mut s: TcpStream, data: Vec<u8>) -> thread::JoinHandle
 /// The log files of connection `n` in `dir`: (hex dump, binary client-to-server, binary
 /// server-to-client). The server-to-client binary file is the one named after the target.
 pub fn log_files(dir: &Path, n: u64, target: SocketAddr) -> (PathBuf, PathBuf, PathBuf) {
-    let num = format!("-{n:04}-");
+    match log_index(dir, target).remove(&n) {
+        Some(files) => files,
+        None => panic!(
+            "no complete set of logs for connection {n} in {}",
+            dir.display()
+        ),
+    }
+}
+
+/// Every connection's log files in `dir`, by connection number (one directory scan).
+pub fn log_index(
+    dir: &Path,
+    target: SocketAddr,
+) -> std::collections::HashMap<u64, (PathBuf, PathBuf, PathBuf)> {
     let target_suffix = format!("-{}-{}.log", target.ip(), target.port());
-    let mut hex = None;
-    let mut up = None;
-    let mut down = None;
+    let mut parts: std::collections::HashMap<u64, [Option<PathBuf>; 3]> = Default::default();
     for e in std::fs::read_dir(dir).expect("log dir") {
         let p = e.expect("entry").path();
         let name = p
@@ -267,24 +278,33 @@ pub fn log_files(dir: &Path, n: u64, target: SocketAddr) -> (PathBuf, PathBuf, P
             .and_then(|n| n.to_str())
             .unwrap_or("")
             .to_string();
-        if !name.contains(&num) {
+        let (rest, binary) = match name.strip_prefix("log-binary-") {
+            Some(r) => (r, true),
+            None => match name.strip_prefix("log-") {
+                Some(r) => (r, false),
+                None => continue,
+            },
+        };
+        // <YYYY.MM.DD-HH.MM.SS>-<NNNN>-...: the number follows the 19-character stamp.
+        let Some(num) = rest
+            .get(20..)
+            .and_then(|r| r.split('-').next())
+            .and_then(|n| n.parse().ok())
+        else {
             continue;
-        }
-        if let Some(rest) = name.strip_prefix("log-binary-") {
-            if rest.ends_with(&target_suffix) {
-                down = Some(p);
-            } else {
-                up = Some(p);
-            }
-        } else if name.starts_with("log-") {
-            hex = Some(p);
-        }
+        };
+        let slot = parts.entry(num).or_default();
+        let i = match (binary, rest.ends_with(&target_suffix)) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        };
+        slot[i] = Some(p);
     }
-    (
-        hex.unwrap_or_else(|| panic!("no hex dump for {n} in {}", dir.display())),
-        up.unwrap_or_else(|| panic!("no client binary log for {n}")),
-        down.unwrap_or_else(|| panic!("no server binary log for {n}")),
-    )
+    parts
+        .into_iter()
+        .filter_map(|(n, [h, u, d])| Some((n, (h?, u?, d?))))
+        .collect()
 }
 
 /// Checks that connection `n`'s three logs hold exactly `up` (client to server) and `down`.
