@@ -71,7 +71,7 @@ pub fn channel(bound: usize, chunk: usize, waker: Option<Arc<Waker>>) -> (Sender
         ready: Condvar::new(),
         used: AtomicUsize::new(0),
         bound,
-        keep_free: (bound / chunk.max(1)).clamp(4, 256),
+        keep_free: (bound / chunk.max(1)).clamp(4, 64),
         waker,
     });
     (
