@@ -61,6 +61,16 @@ pub struct Args {
     )]
     pub connect_timeout: String,
 
+    /// Another forwarding rule, [BIND:]PORT=HOST:PORT (repeatable; BIND defaults to
+    /// 127.0.0.1): `-L 5432=db:5432 -L 0.0.0.0:8080=web:80`
+    #[arg(short = 'L', long = "forward", value_name = "[BIND:]PORT=HOST:PORT")]
+    pub forward: Vec<String>,
+
+    /// Let several tcpspy processes listen on the same port (SO_REUSEPORT); the kernel spreads
+    /// connections over them. Connection numbers then carry the process id
+    #[arg(long = "reuse-port")]
+    pub reuse_port: bool,
+
     /// Close a connection after this long without a byte either way (e.g. 5m); off by default
     #[arg(long = "idle-timeout", value_name = "DURATION", default_value = "off")]
     pub idle_timeout: String,
@@ -129,6 +139,8 @@ pub struct Rule {
     pub target: SocketAddr,
     /// The target as the user wrote it (a name stays a name), for messages and the hex dump.
     pub target_name: String,
+    /// The rule as the user gave it, for messages.
+    pub spec: String,
 }
 
 /// Which records are written for each connection.
@@ -167,6 +179,8 @@ impl fmt::Display for Formats {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub rules: Vec<Rule>,
+    /// Listen with SO_REUSEPORT, and put the process id in connection numbers.
+    pub reuse_port: bool,
     pub log_dir: PathBuf,
     pub formats: Formats,
     pub log_queue: usize,
@@ -183,26 +197,38 @@ pub struct Config {
 impl Config {
     /// Checks the arguments, resolves the target and prepares the log directory.
     pub fn from_args(args: Args) -> Result<Config> {
-        let listen = match (&args.listen, &args.listen_port) {
-            (Some(l), _) => parse_listen(l).with_context(|| format!("--listen {l:?}"))?,
-            (None, Some(p)) => parse_listen(p).with_context(|| format!("--listen_port {p:?}"))?,
-            (None, None) => bail!("--listen is required (for example --listen 8080)"),
-        };
-        let (target_name, (host, port)) = match (&args.target, &args.host, &args.port) {
-            (Some(t), _, _) => (
-                t.clone(),
-                parse_target(t).with_context(|| format!("--target {t:?}"))?,
-            ),
-            (None, Some(h), Some(p)) => {
-                let port = parse_port(p).with_context(|| format!("--port {p:?}"))?;
-                if port == 0 {
-                    bail!("--port {p:?}: the target port cannot be 0");
+        let short_form = args.listen.is_some()
+            || args.listen_port.is_some()
+            || args.target.is_some()
+            || args.host.is_some()
+            || args.forward.is_empty();
+        // Rules as written, resolved after the pure checks below.
+        let mut specs: Vec<(String, SocketAddr, String, String, u16)> = Vec::new();
+        if short_form {
+            let listen = match (&args.listen, &args.listen_port) {
+                (Some(l), _) => parse_listen(l).with_context(|| format!("--listen {l:?}"))?,
+                (None, Some(p)) => parse_listen(p).with_context(|| format!("--listen_port {p:?}"))?,
+                (None, None) => bail!("--listen is required (for example --listen 8080)"),
+            };
+            let (target_name, (host, port)) = match (&args.target, &args.host, &args.port) {
+                (Some(t), _, _) => (t.clone(), parse_target(t).with_context(|| format!("--target {t:?}"))?),
+                (None, Some(h), Some(p)) => {
+                    let port = parse_port(p).with_context(|| format!("--port {p:?}"))?;
+                    if port == 0 {
+                        bail!("--port {p:?}: the target port cannot be 0");
+                    }
+                    let host = h.trim_start_matches('[').trim_end_matches(']').to_string();
+                    (join_host_port(&host, port), (host, port))
                 }
-                let host = h.trim_start_matches('[').trim_end_matches(']').to_string();
-                (join_host_port(&host, port), (host, port))
-            }
-            _ => bail!("--target is required (for example --target 127.0.0.1:8000)"),
-        };
+                _ => bail!("--target is required (for example --target 127.0.0.1:8000)"),
+            };
+            let spec = format!("--listen {listen} --target {target_name}");
+            specs.push((spec, listen, target_name, host, port));
+        }
+        for f in &args.forward {
+            let (listen, target_name, (host, port)) = parse_forward(f).with_context(|| format!("--forward {f:?}"))?;
+            specs.push((format!("--forward {f}"), listen, target_name, host, port));
+        }
         let formats = parse_formats(&args.log).with_context(|| format!("--log {:?}", args.log))?;
         let log_queue = parse_size(&args.log_queue)
             .with_context(|| format!("--log-queue {:?}", args.log_queue))?;
@@ -226,16 +252,17 @@ impl Config {
         if args.max_open_files == Some(0) {
             bail!("--max-open-files must be at least 1");
         }
-        let target = resolve(&host, port).with_context(|| format!("target {target_name}"))?;
+        let mut rules = Vec::with_capacity(specs.len());
+        for (spec, listen, target_name, host, port) in specs {
+            let target = resolve(&host, port).with_context(|| format!("target {target_name} ({spec})"))?;
+            rules.push(Rule { listen, target, target_name, spec });
+        }
         if formats.wants_data() {
             prepare_log_dir(&args.log_dir)?;
         }
         Ok(Config {
-            rules: vec![Rule {
-                listen,
-                target,
-                target_name,
-            }],
+            rules,
+            reuse_port: args.reuse_port,
             log_dir: args.log_dir,
             formats,
             log_queue,
@@ -305,6 +332,16 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr> {
         })?,
     };
     Ok(SocketAddr::new(ip, port))
+}
+
+/// Parses `--forward [BIND:]PORT=HOST:PORT` into the listening address, the target as
+/// written, and its host and port.
+pub fn parse_forward(s: &str) -> Result<(SocketAddr, String, (String, u16))> {
+    let (listen, target) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow!("expected [BIND:]PORT=HOST:PORT"))?;
+    let listen = parse_listen(listen)?;
+    Ok((listen, target.trim().to_string(), parse_target(target)?))
 }
 
 /// Parses `--target` into host and port; the host is not resolved here.
@@ -485,6 +522,39 @@ mod tests {
         assert!(parse_listen("").is_err());
         assert!(parse_listen("[::1]").is_err());
         assert!(parse_listen("1.2.3.4:").is_err());
+    }
+
+    #[test]
+    fn forward_forms() {
+        let (l, name, t) = parse_forward("5432=db.example:5432").unwrap();
+        assert_eq!(l, "127.0.0.1:5432".parse().unwrap());
+        assert_eq!((name.as_str(), t), ("db.example:5432", ("db.example".into(), 5432)));
+        let (l, _, t) = parse_forward("[::1]:8080=[::1]:80").unwrap();
+        assert_eq!(l, "[::1]:8080".parse().unwrap());
+        assert_eq!(t, ("::1".into(), 80));
+        assert_eq!(parse_forward("0.0.0.0:1=h:2").unwrap().0, "0.0.0.0:1".parse().unwrap());
+        assert!(parse_forward("8080").is_err());
+        assert!(parse_forward("8080=").is_err());
+        assert!(parse_forward("=h:1").is_err());
+        assert!(parse_forward("99999=h:1").is_err());
+    }
+
+    #[test]
+    fn several_rules() {
+        let c = Config::from_args(args(&[
+            "-l", "1", "-t", "127.0.0.1:2", "-L", "3=127.0.0.1:4", "--forward", "[::1]:5=[::1]:6", "--log", "none",
+        ]))
+        .unwrap();
+        let r: Vec<(String, String)> = c.rules.iter().map(|r| (r.listen.to_string(), r.target.to_string())).collect();
+        assert_eq!(
+            r,
+            [("127.0.0.1:1", "127.0.0.1:2"), ("127.0.0.1:3", "127.0.0.1:4"), ("[::1]:5", "[::1]:6")]
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+        assert_eq!(c.rules[1].spec, "--forward 3=127.0.0.1:4");
+        let c = Config::from_args(args(&["-L", "3=127.0.0.1:4", "--log", "none"])).unwrap();
+        assert_eq!(c.rules.len(), 1, "--forward alone needs no --listen");
+        assert!(!c.reuse_port);
     }
 
     #[test]

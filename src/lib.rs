@@ -83,8 +83,8 @@ impl Proxy {
         let mut listeners = Vec::with_capacity(config.rules.len());
         let mut addrs = Vec::with_capacity(config.rules.len());
         for rule in &config.rules {
-            let l = sys::listen(rule.listen)
-                .with_context(|| format!("cannot listen on {}", rule.listen))?;
+            let l = sys::listen(rule.listen, config.reuse_port)
+                .with_context(|| format!("cannot listen on {} ({})", rule.listen, rule.spec))?;
             addrs.push(l.local_addr().unwrap_or(rule.listen));
             listeners.push(l);
         }
@@ -102,6 +102,7 @@ impl Proxy {
                 max_open_files,
                 debug_delay: config.debug_log_delay,
                 stop_on_error: (config.on_log_error == LogErrorAction::Exit).then(|| stop.clone()),
+                label_prefix: config.reuse_port.then(|| std::process::id().to_string()),
             },
             Some(waker),
         )

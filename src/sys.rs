@@ -12,10 +12,14 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 /// clients must not wait for SYN retransmissions.
 pub const BACKLOG: i32 = 4096;
 
-/// Binds a non-blocking listener with a large backlog.
-pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Binds a non-blocking listener with a large backlog; with `reuse_port`, other processes
+/// may bind the same port and the kernel spreads new connections over them.
+pub fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(BACKLOG)?;

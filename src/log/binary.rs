@@ -19,12 +19,13 @@ pub struct BinaryLog {
 }
 
 impl Output for BinaryLog {
-    fn open(&mut self, conn: &ConnInfo, io: &mut Io) {
+    fn open(&mut self, conn: &mut ConnInfo, io: &mut Io) {
         let stamp = stamp::file_stamp(conn.started);
         let files = Dir::BOTH.map(|d| {
-            let name = naming::binary_name(&stamp, conn.id, d, &conn.local, &conn.target);
+            let name = naming::binary_name(&stamp, &conn.label, d, &conn.local, &conn.target);
             let (fid, err) = io.files.create(io.dir.join(name));
             io.errors.extend(err);
+            conn.files.extend(io.files.file_name(fid));
             fid
         });
         self.conns.insert(conn.id, files);

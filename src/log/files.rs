@@ -142,6 +142,12 @@ impl Files {
         }
     }
 
+    /// The file's name within its directory.
+    pub fn file_name(&self, id: FileId) -> Option<String> {
+        let name = self.path(id)?.file_name()?;
+        Some(name.to_string_lossy().into_owned())
+    }
+
     pub fn path(&self, id: FileId) -> Option<&Path> {
         self.entries.get(id.0).map(|e| e.path.as_path())
     }

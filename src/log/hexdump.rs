@@ -44,11 +44,12 @@ impl HexLog {
 }
 
 impl Output for HexLog {
-    fn open(&mut self, conn: &ConnInfo, io: &mut Io) {
+    fn open(&mut self, conn: &mut ConnInfo, io: &mut Io) {
         let stamp = stamp::file_stamp(conn.started);
-        let name = naming::hex_name(&stamp, conn.id, &conn.local, &conn.target);
+        let name = naming::hex_name(&stamp, &conn.label, &conn.local, &conn.target);
         let (fid, err) = io.files.create(io.dir.join(name));
         io.errors.extend(err);
+        conn.files.extend(io.files.file_name(fid));
         self.conns.insert(conn.id, fid);
     }
 

@@ -51,6 +51,9 @@ pub struct LogConfig {
     pub debug_delay: Duration,
     /// Stops the proxy at the first log failure (`--on-log-error exit`).
     pub stop_on_error: Option<StopHandle>,
+    /// Put before connection numbers (`4242-0001`) so that processes sharing a port
+    /// (`--reuse-port`) never write the same file name.
+    pub label_prefix: Option<String>,
 }
 
 /// What the logging thread did, for the exit summary.
@@ -65,6 +68,8 @@ pub struct LogStats {
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub id: ConnId,
+    /// The connection's number as logs show it: `0001`, or `4242-0001` with a process prefix.
+    pub label: String,
     pub rule: usize,
     /// The rule's target as the user wrote it.
     pub target_name: String,
@@ -77,6 +82,8 @@ pub struct ConnInfo {
     pub chunks: [u64; 2],
     /// Bytes logged so far per direction (the offset of the next chunk).
     pub offsets: [u64; 2],
+    /// The names of the connection's log files, as outputs created them.
+    pub files: Vec<String>,
 }
 
 impl ConnInfo {
@@ -144,13 +151,16 @@ impl Io {
 /// One kind of record. Each event of a connection reaches every output in order; an output
 /// keeps its own per-connection state.
 pub trait Output: Send {
-    fn open(&mut self, _conn: &ConnInfo, _io: &mut Io) {}
+    /// A new connection; an output that creates files adds their names to `conn.files`.
+    fn open(&mut self, _conn: &mut ConnInfo, _io: &mut Io) {}
     fn connected(&mut self, _conn: &ConnInfo, _at: SystemTime, _io: &mut Io) {}
     /// A chunk; `conn.offsets` and `conn.chunks` are still those before it.
     fn data(&mut self, _conn: &ConnInfo, _dir: Dir, _at: SystemTime, _bytes: &[u8], _io: &mut Io) {}
     fn end(&mut self, _conn: &ConnInfo, _side: Side, _how: &End, _at: SystemTime, _io: &mut Io) {}
     /// The last event of a connection.
     fn close(&mut self, _conn: &ConnInfo, _closed: &Closed, _io: &mut Io) {}
+    /// The end of a batch of events: push out anything held back.
+    fn flush(&mut self, _io: &mut Io) {}
     /// The end of the run: write what is left.
     fn finish(&mut self, _io: &mut Io) {}
 }
@@ -265,6 +275,9 @@ impl Worker {
                     other => self.control(other),
                 }
             }
+            for out in &mut self.outputs {
+                out.flush(&mut self.io);
+            }
             self.io.report_errors();
             rx.release(cost, &mut spent);
             if stop {
@@ -302,8 +315,13 @@ impl Worker {
                 local,
                 at,
             } => {
-                let conn = ConnInfo {
+                let label = match &self.cfg.label_prefix {
+                    Some(p) => format!("{p}-{}", naming::number(id)),
+                    None => naming::number(id),
+                };
+                let mut conn = ConnInfo {
                     id,
+                    label,
                     rule,
                     target_name: self
                         .cfg
@@ -317,9 +335,10 @@ impl Worker {
                     started: at,
                     chunks: [0; 2],
                     offsets: [0; 2],
+                    files: Vec::new(),
                 };
                 for out in &mut self.outputs {
-                    out.open(&conn, &mut self.io);
+                    out.open(&mut conn, &mut self.io);
                 }
                 self.conns.insert(id, conn);
             }

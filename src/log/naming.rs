@@ -30,20 +30,15 @@ pub fn number(id: u64) -> String {
     format!("{id:04}")
 }
 
-/// The hex dump's file name.
-pub fn hex_name(stamp: &str, id: u64, local: &SocketAddr, remote: &SocketAddr) -> String {
-    format!(
-        "log-{stamp}-{}-{}-{}.log",
-        number(id),
-        printable_addr(local),
-        printable_addr(remote)
-    )
+/// The hex dump's file name; `label` is the connection's number as [`number`] makes it.
+pub fn hex_name(stamp: &str, label: &str, local: &SocketAddr, remote: &SocketAddr) -> String {
+    format!("log-{stamp}-{label}-{}-{}.log", printable_addr(local), printable_addr(remote))
 }
 
 /// The binary log's file name for one direction.
 pub fn binary_name(
     stamp: &str,
-    id: u64,
+    label: &str,
     dir: Dir,
     local: &SocketAddr,
     remote: &SocketAddr,
@@ -52,11 +47,7 @@ pub fn binary_name(
         Dir::ClientToServer => local,
         Dir::ServerToClient => remote,
     };
-    format!(
-        "log-binary-{stamp}-{}-{}.log",
-        number(id),
-        printable_addr(peer)
-    )
+    format!("log-binary-{stamp}-{label}-{}.log", printable_addr(peer))
 }
 
 #[cfg(test)]
@@ -71,15 +62,15 @@ mod tests {
     fn names_as_gotcpspy() {
         let (l, r) = (a("127.0.0.1:49544"), a("10.0.0.5:110"));
         assert_eq!(
-            hex_name("2012.04.20-19.55.17", 1, &l, &r),
+            hex_name("2012.04.20-19.55.17", "0001", &l, &r),
             "log-2012.04.20-19.55.17-0001-127.0.0.1-49544-10.0.0.5-110.log"
         );
         assert_eq!(
-            binary_name("2012.04.20-19.55.17", 1, Dir::ClientToServer, &l, &r),
+            binary_name("2012.04.20-19.55.17", "0001", Dir::ClientToServer, &l, &r),
             "log-binary-2012.04.20-19.55.17-0001-127.0.0.1-49544.log"
         );
         assert_eq!(
-            binary_name("2012.04.20-19.55.17", 1, Dir::ServerToClient, &l, &r),
+            binary_name("2012.04.20-19.55.17", "0001", Dir::ServerToClient, &l, &r),
             "log-binary-2012.04.20-19.55.17-0001-10.0.0.5-110.log"
         );
         assert_eq!(number(12345), "12345");
@@ -89,7 +80,7 @@ mod tests {
     fn ipv6_is_safe() {
         assert_eq!(printable_addr(&a("[::1]:8080")), "--1-8080");
         assert_eq!(printable_addr(&a("[fe80::1%2]:80")), "fe80--1_2-80");
-        let n = hex_name("s", 2, &a("[::1]:5000"), &a("[2001:db8::7]:443"));
+        let n = hex_name("s", "0002", &a("[::1]:5000"), &a("[2001:db8::7]:443"));
         assert_eq!(n, "log-s-0002---1-5000-2001-db8--7-443.log");
         assert!(!n.contains('/') && !n.contains(':') && !n.contains('['));
     }

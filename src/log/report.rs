@@ -2,17 +2,17 @@
 //! each way, the duration and how each side ended. Only addresses and numbers are printed,
 //! never a byte from the network.
 
-use super::{Closed, ConnInfo, Io, Output, eprint_line, naming, stamp};
+use super::{Closed, ConnInfo, Io, Output, eprint_line, stamp};
 use crate::conn::Dir;
 
 /// The `#0001 open ...` / `#0001 closed ...` lines.
 pub struct Report;
 
 impl Output for Report {
-    fn open(&mut self, conn: &ConnInfo, _io: &mut Io) {
+    fn open(&mut self, conn: &mut ConnInfo, _io: &mut Io) {
         eprint_line(&format!(
             "#{} open {} -> {}",
-            naming::number(conn.id),
+            conn.label,
             conn.client,
             conn.target
         ));
@@ -35,7 +35,7 @@ pub fn closed_line(conn: &ConnInfo, closed: &Closed) -> String {
         .collect();
     format!(
         "#{} closed {} -> {} after {}: client sent {} bytes, server sent {} bytes; {}",
-        naming::number(conn.id),
+        conn.label,
         conn.client,
         conn.target,
         stamp::duration(conn.started, closed.at),
