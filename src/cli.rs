@@ -207,11 +207,16 @@ impl Config {
         if short_form {
             let listen = match (&args.listen, &args.listen_port) {
                 (Some(l), _) => parse_listen(l).with_context(|| format!("--listen {l:?}"))?,
-                (None, Some(p)) => parse_listen(p).with_context(|| format!("--listen_port {p:?}"))?,
+                (None, Some(p)) => {
+                    parse_listen(p).with_context(|| format!("--listen_port {p:?}"))?
+                }
                 (None, None) => bail!("--listen is required (for example --listen 8080)"),
             };
             let (target_name, (host, port)) = match (&args.target, &args.host, &args.port) {
-                (Some(t), _, _) => (t.clone(), parse_target(t).with_context(|| format!("--target {t:?}"))?),
+                (Some(t), _, _) => (
+                    t.clone(),
+                    parse_target(t).with_context(|| format!("--target {t:?}"))?,
+                ),
                 (None, Some(h), Some(p)) => {
                     let port = parse_port(p).with_context(|| format!("--port {p:?}"))?;
                     if port == 0 {
@@ -226,7 +231,8 @@ impl Config {
             specs.push((spec, listen, target_name, host, port));
         }
         for f in &args.forward {
-            let (listen, target_name, (host, port)) = parse_forward(f).with_context(|| format!("--forward {f:?}"))?;
+            let (listen, target_name, (host, port)) =
+                parse_forward(f).with_context(|| format!("--forward {f:?}"))?;
             specs.push((format!("--forward {f}"), listen, target_name, host, port));
         }
         let formats = parse_formats(&args.log).with_context(|| format!("--log {:?}", args.log))?;
@@ -254,8 +260,14 @@ impl Config {
         }
         let mut rules = Vec::with_capacity(specs.len());
         for (spec, listen, target_name, host, port) in specs {
-            let target = resolve(&host, port).with_context(|| format!("target {target_name} ({spec})"))?;
-            rules.push(Rule { listen, target, target_name, spec });
+            let target =
+                resolve(&host, port).with_context(|| format!("target {target_name} ({spec})"))?;
+            rules.push(Rule {
+                listen,
+                target,
+                target_name,
+                spec,
+            });
         }
         if formats.wants_data() {
             prepare_log_dir(&args.log_dir)?;
@@ -528,11 +540,17 @@ mod tests {
     fn forward_forms() {
         let (l, name, t) = parse_forward("5432=db.example:5432").unwrap();
         assert_eq!(l, "127.0.0.1:5432".parse().unwrap());
-        assert_eq!((name.as_str(), t), ("db.example:5432", ("db.example".into(), 5432)));
+        assert_eq!(
+            (name.as_str(), t),
+            ("db.example:5432", ("db.example".into(), 5432))
+        );
         let (l, _, t) = parse_forward("[::1]:8080=[::1]:80").unwrap();
         assert_eq!(l, "[::1]:8080".parse().unwrap());
         assert_eq!(t, ("::1".into(), 80));
-        assert_eq!(parse_forward("0.0.0.0:1=h:2").unwrap().0, "0.0.0.0:1".parse().unwrap());
+        assert_eq!(
+            parse_forward("0.0.0.0:1=h:2").unwrap().0,
+            "0.0.0.0:1".parse().unwrap()
+        );
         assert!(parse_forward("8080").is_err());
         assert!(parse_forward("8080=").is_err());
         assert!(parse_forward("=h:1").is_err());
@@ -542,14 +560,31 @@ mod tests {
     #[test]
     fn several_rules() {
         let c = Config::from_args(args(&[
-            "-l", "1", "-t", "127.0.0.1:2", "-L", "3=127.0.0.1:4", "--forward", "[::1]:5=[::1]:6", "--log", "none",
+            "-l",
+            "1",
+            "-t",
+            "127.0.0.1:2",
+            "-L",
+            "3=127.0.0.1:4",
+            "--forward",
+            "[::1]:5=[::1]:6",
+            "--log",
+            "none",
         ]))
         .unwrap();
-        let r: Vec<(String, String)> = c.rules.iter().map(|r| (r.listen.to_string(), r.target.to_string())).collect();
+        let r: Vec<(String, String)> = c
+            .rules
+            .iter()
+            .map(|r| (r.listen.to_string(), r.target.to_string()))
+            .collect();
         assert_eq!(
             r,
-            [("127.0.0.1:1", "127.0.0.1:2"), ("127.0.0.1:3", "127.0.0.1:4"), ("[::1]:5", "[::1]:6")]
-                .map(|(a, b)| (a.to_string(), b.to_string()))
+            [
+                ("127.0.0.1:1", "127.0.0.1:2"),
+                ("127.0.0.1:3", "127.0.0.1:4"),
+                ("[::1]:5", "[::1]:6")
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
         );
         assert_eq!(c.rules[1].spec, "--forward 3=127.0.0.1:4");
         let c = Config::from_args(args(&["-L", "3=127.0.0.1:4", "--log", "none"])).unwrap();

@@ -155,6 +155,19 @@ pub trait Tap {
     fn data(&mut self, dir: Dir, bytes: &[u8]);
     /// A side ended.
     fn end(&mut self, side: Side, how: &End);
+    /// `dir` stopped reading its source because of `why` (once per pause).
+    fn hold(&mut self, _dir: Dir, _why: Hold) {}
+    /// `dir` reads again after a [`hold`](Tap::hold).
+    fn release(&mut self, _dir: Dir) {}
+}
+
+/// Why a direction stopped reading its source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// The destination is not draining: bytes are waiting for it.
+    Peer,
+    /// The log queue is full.
+    Log,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 
 use std::io;
 
-use crate::conn::{Dir, End, Fault, Side, Stream, Tap};
+use crate::conn::{Dir, End, Fault, Hold, Side, Stream, Tap};
 use crate::pool::Pool;
 
 /// A socket and what we know of its readiness.
@@ -59,6 +59,8 @@ pub struct Half {
     pos: usize,
     len: usize,
     state: State,
+    /// Why reading is paused, if it is.
+    held: Option<Hold>,
     /// Bytes read from the source so far.
     pub bytes: u64,
 }
@@ -71,6 +73,7 @@ impl Half {
             pos: 0,
             len: 0,
             state: State::Open,
+            held: None,
             bytes: 0,
         }
     }
@@ -93,6 +96,19 @@ impl Half {
     /// True while this direction holds a relay buffer.
     pub fn holds_buffer(&self) -> bool {
         self.buf.is_some()
+    }
+
+    fn hold<T: Tap>(&mut self, tap: &mut T, why: Hold) {
+        if self.held.is_none() {
+            self.held = Some(why);
+            tap.hold(self.dir, why);
+        }
+    }
+
+    fn unhold<T: Tap>(&mut self, tap: &mut T) {
+        if self.held.take().is_some() {
+            tap.release(self.dir);
+        }
     }
 
     /// Gives the buffer back, for a connection that is being dropped.
@@ -119,6 +135,7 @@ impl Half {
             if let Some(buf) = &self.buf {
                 while self.pos < self.len {
                     if !dst.writable {
+                        self.hold(tap, Hold::Peer);
                         return Ok(Pump::Waiting);
                     }
                     match dst.sock.write(&buf[self.pos..self.len]) {
@@ -126,6 +143,7 @@ impl Half {
                         Ok(n) => self.pos += n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             dst.writable = false;
+                            self.hold(tap, Hold::Peer);
                             return Ok(Pump::Waiting);
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -133,6 +151,7 @@ impl Half {
                     }
                 }
                 self.release(pool);
+                self.unhold(tap);
             }
             match self.state {
                 State::Open => {}
@@ -152,8 +171,10 @@ impl Half {
                 return Ok(Pump::Yielded);
             }
             if !tap.ready() {
+                self.hold(tap, Hold::Log);
                 return Ok(Pump::Stalled);
             }
+            self.unhold(tap);
             *budget -= 1;
             let mut buf = pool.get();
             match src.sock.read(&mut buf) {

@@ -27,8 +27,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::cli::Rule;
-use crate::conn::{Conn, Dir, End, Phase, Side, Status, Tap};
-use crate::log::event::{ConnId, Event};
+use crate::conn::{Conn, Dir, End, Hold, Phase, Side, Status, Tap};
+use crate::log::event::{ConnId, Event, Holds};
 use crate::log::queue::Sender;
 use crate::pool::Pool;
 use crate::sys;
@@ -124,6 +124,7 @@ struct Entry {
     conn: Conn<TcpStream>,
     /// When bytes last moved (kept only with an idle timeout).
     last_active: Instant,
+    story: Story,
     /// Closed during this batch; removed after it.
     done: bool,
     on_again: bool,
@@ -136,6 +137,34 @@ struct LogTap<'a> {
     id: ConnId,
     data: bool,
     may_read: bool,
+    story: Option<&'a mut Story>,
+}
+
+/// Pauses shorter than this are only counted; longer ones get a line in the hex dump.
+pub const HOLD_REPORT: Duration = Duration::from_millis(100);
+
+/// What a connection's hex dump tells beyond its bytes: when and why reading paused.
+#[derive(Default)]
+struct Story {
+    /// A pause under way per direction: when it began, and why.
+    held: [Option<(Instant, SystemTime, Hold)>; 2],
+    totals: [Holds; 2],
+}
+
+impl Story {
+    /// Ends the pause of `dir`, if any; returns the event to log if it lasted long enough.
+    fn release(&mut self, id: ConnId, dir: Dir) -> Option<Event> {
+        let (began, since, why) = self.held[dir.index()].take()?;
+        let lasted = began.elapsed();
+        self.totals[dir.index()].add(why, lasted);
+        (lasted >= HOLD_REPORT).then_some(Event::Held {
+            id,
+            dir,
+            why,
+            since,
+            lasted,
+        })
+    }
 }
 
 impl Tap for LogTap<'_> {
@@ -158,6 +187,19 @@ impl Tap for LogTap<'_> {
             how: how.clone(),
             at: SystemTime::now(),
         });
+    }
+
+    fn hold(&mut self, dir: Dir, why: Hold) {
+        // A stop also refuses reads; that is not a pause worth telling.
+        if let (Some(story), true) = (&mut self.story, self.may_read) {
+            story.held[dir.index()] = Some((Instant::now(), SystemTime::now(), why));
+        }
+    }
+
+    fn release(&mut self, dir: Dir) {
+        if let Some(event) = self.story.as_mut().and_then(|s| s.release(self.id, dir)) {
+            self.tx.send(event);
+        }
     }
 }
 
@@ -411,6 +453,7 @@ impl Reactor {
                     id,
                     conn,
                     last_active: now,
+                    story: Story::default(),
                     done: false,
                     on_again: false,
                     on_stalled: false,
@@ -457,6 +500,7 @@ impl Reactor {
             id,
             data: false,
             may_read: false,
+            story: None,
         };
         for (side, how) in &ends {
             tap.end(*side, how);
@@ -468,6 +512,8 @@ impl Reactor {
             bytes: [0; 2],
             undelivered: [0; 2],
             ends,
+            held: Default::default(),
+            tcp: [None, None],
         });
     }
 
@@ -543,6 +589,7 @@ impl Reactor {
             id: entry.id,
             data: self.settings.log_data,
             may_read: self.stopping.is_none(),
+            story: Some(&mut entry.story),
         };
         let mut budget = READ_BUDGET;
         let moved = entry.conn.bytes(Dir::ClientToServer) + entry.conn.bytes(Dir::ServerToClient);
@@ -584,6 +631,7 @@ impl Reactor {
             id: entry.id,
             data: false,
             may_read: false,
+            story: None,
         };
         entry.conn.fail(side, how, &mut tap, &mut self.pool);
         self.finish(key);
@@ -598,7 +646,16 @@ impl Reactor {
             return;
         }
         entry.done = true;
+        for dir in Dir::BOTH {
+            if let Some(event) = entry.story.release(entry.id, dir) {
+                self.log.send(event);
+            }
+        }
         let conn = &entry.conn;
+        let tcp = [
+            sys::tcp_stats(&conn.client.sock),
+            sys::tcp_stats(&conn.server.sock),
+        ];
         let undelivered = conn.undelivered();
         let bytes = [
             conn.bytes(Dir::ClientToServer) - undelivered[0],
@@ -612,6 +669,8 @@ impl Reactor {
             bytes,
             undelivered,
             ends: conn.ends(),
+            held: entry.story.totals,
+            tcp,
         });
         self.closed.push(key);
     }

@@ -63,6 +63,44 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
+/// What the kernel knows of a TCP connection (Linux TCP_INFO), for the end of a hex dump.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Smoothed round-trip time and its variation, microseconds.
+    pub rtt_us: u32,
+    pub rttvar_us: u32,
+    /// Segments retransmitted over the connection's life.
+    pub retransmits: u32,
+    /// Segments currently considered lost.
+    pub lost: u32,
+    /// Congestion window, segments.
+    pub cwnd: u32,
+}
+
+/// Reads TCP_INFO from a socket; `None` if the kernel will not say.
+pub fn tcp_stats(sock: &impl std::os::fd::AsRawFd) -> Option<TcpStats> {
+    // SAFETY: tcp_info is plain integers; zeroed is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(TcpStats {
+        rtt_us: info.tcpi_rtt,
+        rttvar_us: info.tcpi_rttvar,
+        retransmits: info.tcpi_total_retrans,
+        lost: info.tcpi_lost,
+        cwnd: info.tcpi_snd_cwnd,
+    })
+}
+
 /// Makes writes past RLIMIT_FSIZE fail with EFBIG instead of killing the process: a log file
 /// hitting its size limit must not stop the relay.
 pub fn ignore_file_size_signal() {

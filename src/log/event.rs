@@ -2,9 +2,10 @@
 //! happen; everything is formatted on the logging thread.
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use crate::conn::{Dir, End, Side};
+use crate::conn::{Dir, End, Hold, Side};
+use crate::sys::TcpStats;
 
 use super::queue::EVENT_OVERHEAD;
 
@@ -32,6 +33,15 @@ pub enum Event {
         at: SystemTime,
         bytes: Vec<u8>,
     },
+    /// A direction stopped reading its source for a while (reported once it reads again,
+    /// if the pause was long enough to matter).
+    Held {
+        id: ConnId,
+        dir: Dir,
+        why: Hold,
+        since: SystemTime,
+        lasted: Duration,
+    },
     /// One side ended.
     End {
         id: ConnId,
@@ -50,9 +60,33 @@ pub enum Event {
         undelivered: [u64; 2],
         /// How each side ended, in order.
         ends: Vec<(Side, End)>,
+        /// Pauses of reading per direction.
+        held: [Holds; 2],
+        /// The kernel's view of each socket at the end, indexed by [`Side`].
+        tcp: [Option<TcpStats>; 2],
     },
     /// Write everything, close every file and stop.
     Stop,
+}
+
+/// How often and how long a direction's reading was paused, per cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Holds {
+    /// Waiting for the destination to drain.
+    pub peer: (u32, Duration),
+    /// Waiting for the log queue.
+    pub log: (u32, Duration),
+}
+
+impl Holds {
+    pub fn add(&mut self, why: Hold, lasted: Duration) {
+        let slot = match why {
+            Hold::Peer => &mut self.peer,
+            Hold::Log => &mut self.log,
+        };
+        slot.0 += 1;
+        slot.1 += lasted;
+    }
 }
 
 impl Event {

@@ -18,9 +18,9 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use crate::conn::{Dir, End, Side};
+use crate::conn::{Dir, End, Hold, Side};
 
 use super::event::ConnId;
 use super::files::FileId;
@@ -55,15 +55,7 @@ impl Output for HexLog {
 
     fn connected(&mut self, conn: &ConnInfo, at: SystemTime, io: &mut Io) {
         io.scratch.clear();
-        connected(
-            &mut io.scratch,
-            &mut io.stamper,
-            &conn.target_name,
-            &conn.target,
-            &conn.client,
-            &conn.local,
-            at,
-        );
+        connected(&mut io.scratch, &mut io.stamper, conn, at);
         self.write(conn, io);
     }
 
@@ -71,6 +63,9 @@ impl Output for HexLog {
         let i = dir.index();
         let side = dir.source();
         io.scratch.clear();
+        if conn.chunks[i] == 0 {
+            first_byte(&mut io.scratch, conn, dir, at);
+        }
         chunk_header(
             &mut io.scratch,
             &mut io.stamper,
@@ -85,37 +80,37 @@ impl Output for HexLog {
         self.write(conn, io);
     }
 
-    fn end(&mut self, conn: &ConnInfo, side: Side, how: &End, at: SystemTime, io: &mut Io) {
+    fn held(
+        &mut self,
+        conn: &ConnInfo,
+        dir: Dir,
+        why: Hold,
+        since: SystemTime,
+        lasted: Duration,
+        io: &mut Io,
+    ) {
         io.scratch.clear();
-        ended(
+        held(
             &mut io.scratch,
             &mut io.stamper,
-            side,
-            conn.peer(side),
-            how,
-            &conn.target_name,
-            &conn.target,
-            at,
+            conn,
+            dir,
+            why,
+            since,
+            lasted,
         );
+        self.write(conn, io);
+    }
+
+    fn end(&mut self, conn: &ConnInfo, side: Side, how: &End, at: SystemTime, io: &mut Io) {
+        io.scratch.clear();
+        ended(&mut io.scratch, &mut io.stamper, conn, side, how, at);
         self.write(conn, io);
     }
 
     fn close(&mut self, conn: &ConnInfo, closed: &Closed, io: &mut Io) {
         io.scratch.clear();
-        for dir in Dir::BOTH {
-            let n = closed.undelivered[dir.index()];
-            if n > 0 {
-                let (src, dst) = (dir.source(), dir.source().other());
-                undelivered(&mut io.scratch, n, src, conn.peer(src), dst, conn.peer(dst));
-            }
-        }
-        finished(
-            &mut io.scratch,
-            &mut io.stamper,
-            conn.started,
-            closed.at,
-            closed.bytes,
-        );
+        finished(&mut io.scratch, &mut io.stamper, conn, closed);
         self.write(conn, io);
         if let Some(f) = self.conns.remove(&conn.id) {
             io.files.close(f);
@@ -208,20 +203,17 @@ pub fn chunk_header(
 }
 
 /// Appends the line written when the upstream connection is made.
-pub fn connected(
-    out: &mut Vec<u8>,
-    stamper: &mut Stamper,
-    target_name: &str,
-    target: &SocketAddr,
-    client: &SocketAddr,
-    local: &SocketAddr,
-    at: SystemTime,
-) {
+pub fn connected(out: &mut Vec<u8>, stamper: &mut Stamper, conn: &ConnInfo, at: SystemTime) {
     out.extend_from_slice(b"Connected to ");
-    push_target(out, target_name, target);
+    push_target(out, &conn.target_name, &conn.target);
     out.extend_from_slice(b" at ");
     stamper.write(at, out);
-    out.extend_from_slice(format!(" (client {client}, via {local})\n").as_bytes());
+    let took = stamp::duration(conn.started, at);
+    let line = format!(
+        " (client {}, via {}; connect took {took})\n",
+        conn.client, conn.local
+    );
+    out.extend_from_slice(line.as_bytes());
 }
 
 fn push_target(out: &mut Vec<u8>, target_name: &str, target: &SocketAddr) {
@@ -231,68 +223,131 @@ fn push_target(out: &mut Vec<u8>, target_name: &str, target: &SocketAddr) {
     }
 }
 
+/// Appends the line before a direction's first chunk: how long after the connect it came.
+pub fn first_byte(out: &mut Vec<u8>, conn: &ConnInfo, dir: Dir, at: SystemTime) {
+    let side = dir.source();
+    let after = stamp::duration(conn.connected.unwrap_or(conn.started), at);
+    let line = format!(
+        "First byte from {} ({}) {after} after connect\n",
+        conn.peer(side),
+        side.name()
+    );
+    out.extend_from_slice(line.as_bytes());
+}
+
+/// Appends the line for a long pause of reading in `dir`.
+pub fn held(
+    out: &mut Vec<u8>,
+    stamper: &mut Stamper,
+    conn: &ConnInfo,
+    dir: Dir,
+    why: Hold,
+    since: SystemTime,
+    lasted: Duration,
+) {
+    let (src, dst) = (dir.source(), dir.source().other());
+    let line = format!(
+        "Reads from {} ({}) paused for {} from ",
+        conn.peer(src),
+        src.name(),
+        stamp::seconds(lasted)
+    );
+    out.extend_from_slice(line.as_bytes());
+    stamper.write(since, out);
+    let cause = match why {
+        Hold::Peer => format!(": {} ({}) not draining\n", conn.peer(dst), dst.name()),
+        Hold::Log => ": the log queue was full\n".to_string(),
+    };
+    out.extend_from_slice(cause.as_bytes());
+}
+
 /// Appends the line for a side's end: "Disconnected from ..." or, for a failed upstream
 /// connect, "Unable to connect to ...".
-#[allow(clippy::too_many_arguments)]
 pub fn ended(
     out: &mut Vec<u8>,
     stamper: &mut Stamper,
+    conn: &ConnInfo,
     side: Side,
-    peer: &SocketAddr,
     how: &End,
-    target_name: &str,
-    target: &SocketAddr,
     at: SystemTime,
 ) {
     match how {
         End::ConnectFailed(_) | End::ConnectTimeout => {
             out.extend_from_slice(b"Unable to connect to ");
-            push_target(out, target_name, target);
+            push_target(out, &conn.target_name, &conn.target);
             out.extend_from_slice(format!(": {how} at ").as_bytes());
         }
         _ => out.extend_from_slice(
-            format!("Disconnected from {peer} ({}): {how} at ", side.name()).as_bytes(),
+            format!(
+                "Disconnected from {} ({}): {how} at ",
+                conn.peer(side),
+                side.name()
+            )
+            .as_bytes(),
         ),
     }
     stamper.write(at, out);
     out.push(b'\n');
 }
 
-/// Appends the line saying that bytes logged from `src` never reached `dst`.
-pub fn undelivered(
-    out: &mut Vec<u8>,
-    n: u64,
-    src: Side,
-    src_addr: &SocketAddr,
-    dst: Side,
-    dst_addr: &SocketAddr,
-) {
-    out.extend_from_slice(
-        format!(
-            "Undelivered: the last {n} bytes from {src_addr} ({}) above never reached {dst_addr} ({})\n",
-            src.name(),
-            dst.name()
-        )
-        .as_bytes(),
-    );
-}
-
-/// Appends the closing line.
-pub fn finished(
-    out: &mut Vec<u8>,
-    stamper: &mut Stamper,
-    start: SystemTime,
-    at: SystemTime,
-    bytes: [u64; 2],
-) {
+/// Appends the end of a hex dump: undelivered bytes, pauses, the kernel's TCP figures, and
+/// the closing line.
+pub fn finished(out: &mut Vec<u8>, stamper: &mut Stamper, conn: &ConnInfo, closed: &Closed) {
+    for dir in Dir::BOTH {
+        let (src, dst) = (dir.source(), dir.source().other());
+        let n = closed.undelivered[dir.index()];
+        if n > 0 {
+            let line = format!(
+                "Undelivered: the last {n} bytes from {} ({}) above never reached {} ({})\n",
+                conn.peer(src),
+                src.name(),
+                conn.peer(dst),
+                dst.name()
+            );
+            out.extend_from_slice(line.as_bytes());
+        }
+        let h = &closed.held[dir.index()];
+        for ((count, time), cause) in [
+            (
+                h.peer,
+                format!("{} ({}) to drain", conn.peer(dst), dst.name()),
+            ),
+            (h.log, "the log queue".to_string()),
+        ] {
+            if count > 0 {
+                let line = format!(
+                    "Reads from {} ({}) paused {count} times, {} in all, waiting for {cause}\n",
+                    conn.peer(src),
+                    src.name(),
+                    stamp::seconds(time)
+                );
+                out.extend_from_slice(line.as_bytes());
+            }
+        }
+    }
+    for side in [Side::Client, Side::Server] {
+        if let Some(t) = &closed.tcp[side.index()] {
+            let line = format!(
+                "TCP {} ({}): rtt {:.3} ms (var {:.3} ms), {} retransmitted, {} lost, cwnd {}\n",
+                conn.peer(side),
+                side.name(),
+                f64::from(t.rtt_us) / 1000.0,
+                f64::from(t.rttvar_us) / 1000.0,
+                t.retransmits,
+                t.lost,
+                t.cwnd
+            );
+            out.extend_from_slice(line.as_bytes());
+        }
+    }
     out.extend_from_slice(b"Finished at ");
-    stamper.write(at, out);
+    stamper.write(closed.at, out);
     out.extend_from_slice(
         format!(
             ", duration {}, {} bytes in, {} bytes out\n",
-            super::stamp::duration(start, at),
-            bytes[Dir::ServerToClient.index()],
-            bytes[Dir::ClientToServer.index()],
+            stamp::duration(conn.started, closed.at),
+            closed.bytes[Dir::ServerToClient.index()],
+            closed.bytes[Dir::ClientToServer.index()],
         )
         .as_bytes(),
     );
@@ -479,49 +534,92 @@ mod tests {
             String::from_utf8(out).unwrap(),
             format!("Received (#2, 100000000) 38 bytes from 127.0.0.1:110 (server) at {stamp}\n")
         );
-        let mut out = Vec::new();
-        finished(
-            &mut out,
-            &mut s,
-            t,
-            t + Duration::from_micros(1_500_000),
-            [5, 7],
-        );
-        let line = String::from_utf8(out).unwrap();
-        assert!(
-            line.ends_with(", duration 1.500000s, 7 bytes in, 5 bytes out\n"),
-            "{line}"
-        );
-        let mut out = Vec::new();
-        let target: SocketAddr = "10.1.1.1:80".parse().unwrap();
-        ended(
-            &mut out,
-            &mut s,
-            Side::Server,
-            &target,
-            &End::ConnectTimeout,
-            "web:80",
-            &target,
-            t,
+        let conn = ConnInfo {
+            id: 3,
+            label: "0003".into(),
+            rule: 0,
+            target_name: "web:80".into(),
+            client: peer,
+            target: "10.1.1.1:80".parse().unwrap(),
+            local: "10.0.0.2:40000".parse().unwrap(),
+            started: t,
+            connected: Some(t + Duration::from_micros(250)),
+            chunks: [0; 2],
+            offsets: [0; 2],
+            files: Vec::new(),
+        };
+        let line = |f: &dyn Fn(&mut Vec<u8>, &mut Stamper)| {
+            let mut out = Vec::new();
+            f(&mut out, &mut Stamper::default());
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            line(&|o, s| connected(o, s, &conn, t + Duration::from_micros(250))),
+            format!(
+                "Connected to web:80 (10.1.1.1:80) at {}.000250 (client 127.0.0.1:110, via \
+                 10.0.0.2:40000; connect took 0.000250s)\n",
+                &stamp[..19]
+            )
         );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            line(&|o, _| first_byte(o, &conn, Dir::ServerToClient, t + Duration::from_millis(3))),
+            "First byte from 10.1.1.1:80 (server) 0.002750s after connect\n"
+        );
+        assert_eq!(
+            line(&|o, s| held(
+                o,
+                s,
+                &conn,
+                Dir::ClientToServer,
+                Hold::Peer,
+                t,
+                Duration::from_millis(120)
+            )),
+            format!(
+                "Reads from 127.0.0.1:110 (client) paused for 0.120000s from {stamp}: 10.1.1.1:80 (server) not draining\n"
+            )
+        );
+        assert_eq!(
+            line(&|o, s| ended(o, s, &conn, Side::Server, &End::ConnectTimeout, t)),
             format!("Unable to connect to web:80 (10.1.1.1:80): connect timed out at {stamp}\n")
         );
-        let mut out = Vec::new();
-        ended(
-            &mut out,
-            &mut s,
-            Side::Client,
-            &peer,
-            &End::Fin,
-            "x",
-            &target,
-            t,
-        );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            line(&|o, s| ended(o, s, &conn, Side::Client, &End::Fin, t)),
             format!("Disconnected from 127.0.0.1:110 (client): EOF at {stamp}\n")
+        );
+        let mut held_totals = [crate::log::event::Holds::default(); 2];
+        held_totals[1].add(Hold::Peer, Duration::from_millis(5));
+        held_totals[1].add(Hold::Peer, Duration::from_millis(7));
+        let closed = Closed {
+            at: t + Duration::from_micros(1_500_000),
+            bytes: [5, 7],
+            undelivered: [0, 3],
+            ends: vec![(Side::Client, End::Fin), (Side::Server, End::Reset)],
+            held: held_totals,
+            tcp: [
+                Some(crate::sys::TcpStats {
+                    rtt_us: 45,
+                    rttvar_us: 20,
+                    retransmits: 1,
+                    lost: 0,
+                    cwnd: 10,
+                }),
+                None,
+            ],
+        };
+        let text = line(&|o, s| finished(o, s, &conn, &closed));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..3],
+            [
+                "Undelivered: the last 3 bytes from 10.1.1.1:80 (server) above never reached 127.0.0.1:110 (client)",
+                "Reads from 10.1.1.1:80 (server) paused 2 times, 0.012000s in all, waiting for 127.0.0.1:110 (client) to drain",
+                "TCP 127.0.0.1:110 (client): rtt 0.045 ms (var 0.020 ms), 1 retransmitted, 0 lost, cwnd 10",
+            ]
+        );
+        assert!(
+            lines[3].ends_with(", duration 1.500000s, 7 bytes in, 5 bytes out"),
+            "{text}"
         );
     }
 

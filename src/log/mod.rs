@@ -30,10 +30,11 @@ use std::time::{Duration, SystemTime};
 use mio::Waker;
 
 use crate::cli::{Formats, Rule};
-use crate::conn::{Dir, End, Side};
+use crate::conn::{Dir, End, Hold, Side};
 use crate::reactor::StopHandle;
+use crate::sys::TcpStats;
 
-use event::{ConnId, Event};
+use event::{ConnId, Event, Holds};
 use files::{FileError, Files};
 use queue::{Receiver, Sender};
 use stamp::Stamper;
@@ -78,6 +79,8 @@ pub struct ConnInfo {
     /// tcpspy's address on the upstream connection.
     pub local: SocketAddr,
     pub started: SystemTime,
+    /// When the upstream connect completed.
+    pub connected: Option<SystemTime>,
     /// Chunks logged so far per direction (the number of the next one).
     pub chunks: [u64; 2],
     /// Bytes logged so far per direction (the offset of the next chunk).
@@ -106,6 +109,10 @@ pub struct Closed {
     pub undelivered: [u64; 2],
     /// How each side ended, in order.
     pub ends: Vec<(Side, End)>,
+    /// Pauses of reading per direction.
+    pub held: [Holds; 2],
+    /// The kernel's view of each socket at the end, indexed by [`Side`].
+    pub tcp: [Option<TcpStats>; 2],
 }
 
 /// What outputs share: the open-file set, a scratch buffer, the time formatter, and the file
@@ -157,6 +164,17 @@ pub trait Output: Send {
     /// A chunk; `conn.offsets` and `conn.chunks` are still those before it.
     fn data(&mut self, _conn: &ConnInfo, _dir: Dir, _at: SystemTime, _bytes: &[u8], _io: &mut Io) {}
     fn end(&mut self, _conn: &ConnInfo, _side: Side, _how: &End, _at: SystemTime, _io: &mut Io) {}
+    /// `dir` stopped reading its source from `since` for `lasted`, because of `why`.
+    fn held(
+        &mut self,
+        _conn: &ConnInfo,
+        _dir: Dir,
+        _why: Hold,
+        _since: SystemTime,
+        _lasted: Duration,
+        _io: &mut Io,
+    ) {
+    }
     /// The last event of a connection.
     fn close(&mut self, _conn: &ConnInfo, _closed: &Closed, _io: &mut Io) {}
     /// The end of a batch of events: push out anything held back.
@@ -333,6 +351,7 @@ impl Worker {
                     target,
                     local,
                     started: at,
+                    connected: None,
                     chunks: [0; 2],
                     offsets: [0; 2],
                     files: Vec::new(),
@@ -343,11 +362,26 @@ impl Worker {
                 self.conns.insert(id, conn);
             }
             Event::Connected { id, at } => {
+                let Some(conn) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                conn.connected = Some(at);
+                for out in &mut self.outputs {
+                    out.connected(conn, at, &mut self.io);
+                }
+            }
+            Event::Held {
+                id,
+                dir,
+                why,
+                since,
+                lasted,
+            } => {
                 let Some(conn) = self.conns.get(&id) else {
                     return;
                 };
                 for out in &mut self.outputs {
-                    out.connected(conn, at, &mut self.io);
+                    out.held(conn, dir, why, since, lasted, &mut self.io);
                 }
             }
             Event::End { id, side, how, at } => {
@@ -364,6 +398,8 @@ impl Worker {
                 bytes,
                 undelivered,
                 ends,
+                held,
+                tcp,
             } => {
                 let Some(conn) = self.conns.remove(&id) else {
                     return;
@@ -373,6 +409,8 @@ impl Worker {
                     bytes,
                     undelivered,
                     ends,
+                    held,
+                    tcp,
                 };
                 for out in &mut self.outputs {
                     out.close(&conn, &closed, &mut self.io);

@@ -32,7 +32,11 @@ pub fn number(id: u64) -> String {
 
 /// The hex dump's file name; `label` is the connection's number as [`number`] makes it.
 pub fn hex_name(stamp: &str, label: &str, local: &SocketAddr, remote: &SocketAddr) -> String {
-    format!("log-{stamp}-{label}-{}-{}.log", printable_addr(local), printable_addr(remote))
+    format!(
+        "log-{stamp}-{label}-{}-{}.log",
+        printable_addr(local),
+        printable_addr(remote)
+    )
 }
 
 /// The binary log's file name for one direction.

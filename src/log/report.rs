@@ -12,9 +12,7 @@ impl Output for Report {
     fn open(&mut self, conn: &mut ConnInfo, _io: &mut Io) {
         eprint_line(&format!(
             "#{} open {} -> {}",
-            conn.label,
-            conn.client,
-            conn.target
+            conn.label, conn.client, conn.target
         ));
     }
 

@@ -60,7 +60,11 @@ impl Stamper {
 
 /// `5.253979s`: seconds with microseconds, as a duration between two stamps.
 pub fn duration(from: SystemTime, to: SystemTime) -> String {
-    let d = to.duration_since(from).unwrap_or_default();
+    seconds(to.duration_since(from).unwrap_or_default())
+}
+
+/// `5.253979s`.
+pub fn seconds(d: Duration) -> String {
     format!("{}.{:06}s", d.as_secs(), d.subsec_micros())
 }
 
