@@ -88,6 +88,11 @@ impl Proxy {
             addrs.push(l.local_addr().unwrap_or(rule.listen));
             listeners.push(l);
         }
+        // Port 0 became a real port: the logs name the bound address.
+        let mut bound_rules = config.rules.clone();
+        for (rule, addr) in bound_rules.iter_mut().zip(&addrs) {
+            rule.listen = *addr;
+        }
         let poll = Poll::new().context("cannot create the poll")?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).context("cannot create the waker")?);
@@ -96,7 +101,7 @@ impl Proxy {
             LogConfig {
                 dir: config.log_dir.clone(),
                 formats: config.formats,
-                rules: config.rules.clone(),
+                rules: bound_rules,
                 queue_bound: config.log_queue,
                 chunk: config.buffer_size,
                 max_open_files,

@@ -94,6 +94,34 @@ impl Files {
         (FileId(key), err)
     }
 
+    /// Opens `path` for appending, creating it (mode 0600) if missing: for files that many
+    /// runs share, such as the connection index.
+    pub fn open_append(&mut self, path: PathBuf) -> (FileId, Option<FileError>) {
+        let mut entry = Entry {
+            path,
+            file: None,
+            used: 0,
+            failed: false,
+        };
+        let mut err = None;
+        let path = entry.path.clone();
+        match self.open_with_room(|| reopen(&path)) {
+            Ok(file) => entry.file = Some(file),
+            Err(error) => {
+                entry.failed = true;
+                err = Some(FileError {
+                    path: entry.path.clone(),
+                    error,
+                });
+            }
+        }
+        let key = self.entries.insert(entry);
+        if self.entries[key].file.is_some() {
+            self.touch(key);
+        }
+        (FileId(key), err)
+    }
+
     /// Appends `bytes`; the error comes back only the first time the file fails.
     pub fn write(&mut self, id: FileId, bytes: &[u8]) -> Result<(), FileError> {
         let Some(entry) = self.entries.get(id.0) else {

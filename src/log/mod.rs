@@ -7,13 +7,15 @@
 //! held back in user space, so a file is current as soon as its batch is written (`tail -f`
 //! shows traffic live) and there is nothing to flush at the end but closing.
 //!
-//! One module per output: [`hexdump`], [`binary`], [`report`] (the stderr lines). [`files`]
+//! One module per output: [`hexdump`], [`binary`], [`index`] (`connections.jsonl`),
+//! [`report`] (the stderr lines). [`files`]
 //! owns the descriptors, [`queue`] the hand-off, [`naming`] and [`stamp`] the pure formatting.
 
 pub mod binary;
 pub mod event;
 pub mod files;
 pub mod hexdump;
+pub mod index;
 pub mod naming;
 pub mod queue;
 pub mod report;
@@ -199,6 +201,11 @@ impl Logger {
         }
         if cfg.formats.binary {
             outputs.push(Box::new(binary::BinaryLog::default()));
+        }
+        if cfg.formats.wants_data() {
+            outputs.push(Box::new(index::Index::new(
+                cfg.rules.iter().map(|r| r.listen).collect(),
+            )));
         }
         outputs.push(Box::new(report::Report));
         Logger::start_with(cfg, outputs, waker)
