@@ -1,5 +1,6 @@
 //! tcpspy: a TCP/IP spy proxy. It relays each accepted connection to a target and records
-//! both directions: a hex dump in read order and one binary file per direction.
+//! both directions: a hex dump in read order, one binary file per direction, and a capture of
+//! every connection that Wireshark opens.
 //!
 //! The parts, one file per role:
 //! - [`cli`]: the command line, checked into a [`cli::Config`];
@@ -68,6 +69,7 @@ impl Proxy {
             LogConfig {
                 dir: config.log_dir.clone(),
                 formats: config.formats,
+                capture: config.capture.clone(),
                 rules: config.rules.clone(),
                 queue_bound: config.log_queue,
                 chunk: config.buffer_size,
@@ -127,19 +129,14 @@ pub fn run(config: Config) -> Result<Outcome> {
     let mut proxy = Proxy::new(&config)?;
     for (rule, bound) in config.rules.iter().zip(proxy.local_addrs()) {
         log::eprint_line(&format!(
-            "tcpspy: listening on {bound}, relaying to {}{}; logging {} {}",
+            "tcpspy: listening on {bound}, relaying to {}{}; {}",
             rule.target_name,
             if rule.target_name == rule.target.to_string() {
                 String::new()
             } else {
                 format!(" ({})", rule.target)
             },
-            config.formats,
-            if config.formats.is_none() {
-                String::new()
-            } else {
-                format!("in {}", config.log_dir.display())
-            },
+            cli::logging_summary(&config),
         ));
     }
     proxy.watch_signals()?;

@@ -7,7 +7,8 @@
 //! held back in user space, so a file is current as soon as its batch is written (`tail -f`
 //! shows traffic live) and there is nothing to flush at the end but closing.
 //!
-//! One module per output: [`hexdump`], [`binary`], [`report`] (the stderr lines). [`files`]
+//! One module per output: [`hexdump`], [`binary`], [`pcap`] (the capture of the run),
+//! [`report`] (the stderr lines). [`files`]
 //! owns the descriptors, [`queue`] the hand-off, [`naming`] and [`stamp`] the pure formatting.
 
 pub mod binary;
@@ -15,6 +16,7 @@ pub mod event;
 pub mod files;
 pub mod hexdump;
 pub mod naming;
+pub mod pcap;
 pub mod queue;
 pub mod report;
 pub mod stamp;
@@ -29,7 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use mio::Waker;
 
-use crate::cli::{Formats, Rule};
+use crate::cli::{Capture, Formats, Rule};
 use crate::conn::{Dir, End, Side};
 
 use event::{ConnId, Event};
@@ -42,6 +44,7 @@ use stamp::Stamper;
 pub struct LogConfig {
     pub dir: PathBuf,
     pub formats: Formats,
+    pub capture: Capture,
     pub rules: Vec<Rule>,
     pub queue_bound: usize,
     pub chunk: usize,
@@ -132,6 +135,8 @@ impl Io {
 /// One kind of record. Each event of a connection reaches every output in order; an output
 /// keeps its own per-connection state.
 pub trait Output: Send {
+    /// The start of the run, before any event.
+    fn start(&mut self, _io: &mut Io) {}
     fn open(&mut self, _conn: &ConnInfo, _io: &mut Io) {}
     fn connected(&mut self, _conn: &ConnInfo, _at: SystemTime, _io: &mut Io) {}
     /// A chunk; `conn.offsets` and `conn.chunks` are still those before it.
@@ -159,6 +164,9 @@ impl Logger {
         }
         if cfg.formats.binary {
             outputs.push(Box::new(binary::BinaryLog::default()));
+        }
+        if cfg.formats.pcap {
+            outputs.push(Box::new(pcap::PcapLog::new(cfg.capture.clone())));
         }
         outputs.push(Box::new(report::Report));
         Logger::start_with(cfg, outputs, waker)
@@ -234,6 +242,10 @@ impl Worker {
     fn run(mut self, rx: Receiver) -> LogStats {
         let mut batch = VecDeque::new();
         let mut spent = Vec::new();
+        for out in &mut self.outputs {
+            out.start(&mut self.io);
+        }
+        self.io.report_errors();
         loop {
             rx.recv_batch(&mut batch);
             let mut cost = 0;
