@@ -7,8 +7,9 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -19,6 +20,8 @@ Example:
   tcpspy --listen 8080 --target example.com:80 --log-dir logs
       relays 127.0.0.1:8080 to example.com:80 and writes, per connection, a hex dump of both
       directions and one binary file per direction into ./logs
+  tcpspy --listen 8080 --target db.example:5432 --log pcap --pcap - | wireshark -k -i -
+      shows every relayed connection live in Wireshark, as TCP between the client and the target
 
 The flags of the original gotcpspy work too: tcpspy -host example.com -port 80 -listen_port 8080";
 
@@ -40,9 +43,16 @@ pub struct Args {
     #[arg(short = 'd', long = "log-dir", value_name = "DIR", default_value = ".")]
     pub log_dir: PathBuf,
 
-    /// What to record: a comma list of `hex` and `binary`, or `none`
+    /// What to record: a comma list of `hex`, `binary` and `pcap` (one Wireshark capture of
+    /// every connection), or `none`
     #[arg(long = "log", value_name = "FORMATS", default_value = "hex,binary")]
     pub log: String,
+
+    /// Where the capture goes: a new file PATH, or `-` for stdout (pipe it into `wireshark -k -i
+    /// -` or `tshark -r -`). Adds `pcap` to --log. Default: capture-<time>.pcapng in the log
+    /// directory
+    #[arg(long = "pcap", value_name = "PATH|-")]
+    pub pcap: Option<PathBuf>,
 
     /// Most bytes waiting for the logging thread; when full, tcpspy stops reading sockets until
     /// the logger catches up (nothing is dropped). Suffixes K, M, G (powers of 1024)
@@ -148,12 +158,14 @@ pub struct Rule {
 pub struct Formats {
     pub hex: bool,
     pub binary: bool,
+    /// The one capture of the run (where it goes: [`Capture`]).
+    pub pcap: bool,
 }
 
 impl Formats {
     /// True when some format needs the relayed bytes themselves, not only the connection events.
     pub fn wants_data(&self) -> bool {
-        self.hex || self.binary
+        self.hex || self.binary || self.pcap
     }
 
     pub fn is_none(&self) -> bool {
@@ -163,14 +175,40 @@ impl Formats {
 
 impl fmt::Display for Formats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = [(self.hex, "hex"), (self.binary, "binary")]
-            .into_iter()
-            .filter_map(|(on, name)| on.then_some(name))
-            .collect();
+        let names: Vec<&str> = [
+            (self.hex, "hex"),
+            (self.binary, "binary"),
+            (self.pcap, "pcap"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
         if names.is_empty() {
             f.write_str("none")
         } else {
             f.write_str(&names.join(","))
+        }
+    }
+}
+
+/// Where the capture goes (when [`Formats::pcap`] is on).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Capture {
+    /// `capture-<time>.pcapng` in the log directory.
+    #[default]
+    LogDir,
+    /// A new file at this path (`--pcap PATH`).
+    File(PathBuf),
+    /// Streamed to stdout (`--pcap -`).
+    Stdout,
+}
+
+impl fmt::Display for Capture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Capture::LogDir => f.write_str("the log directory"),
+            Capture::File(p) => write!(f, "{}", p.display()),
+            Capture::Stdout => f.write_str("stdout"),
         }
     }
 }
@@ -183,6 +221,7 @@ pub struct Config {
     pub reuse_port: bool,
     pub log_dir: PathBuf,
     pub formats: Formats,
+    pub capture: Capture,
     pub log_queue: usize,
     pub buffer_size: usize,
     pub connect_timeout: Duration,
@@ -235,7 +274,26 @@ impl Config {
                 parse_forward(f).with_context(|| format!("--forward {f:?}"))?;
             specs.push((format!("--forward {f}"), listen, target_name, host, port));
         }
-        let formats = parse_formats(&args.log).with_context(|| format!("--log {:?}", args.log))?;
+        let mut formats =
+            parse_formats(&args.log).with_context(|| format!("--log {:?}", args.log))?;
+        let capture = match &args.pcap {
+            None => Capture::LogDir,
+            Some(p) => {
+                if formats.is_none() {
+                    bail!(
+                        "--log none and --pcap contradict each other \
+                         (for the capture alone: --log pcap --pcap {})",
+                        p.display()
+                    );
+                }
+                formats.pcap = true;
+                parse_capture(p).with_context(|| format!("--pcap {:?}", p))?
+            }
+        };
+        if capture == Capture::Stdout && std::io::stdout().is_terminal() {
+            // A capture holds the network's bytes: on a terminal they would be escape codes.
+            bail!("--pcap -: stdout is a terminal; pipe it (| wireshark -k -i -) or give a file");
+        }
         let log_queue = parse_size(&args.log_queue)
             .with_context(|| format!("--log-queue {:?}", args.log_queue))?;
         let buffer_size = parse_size(&args.buffer_size)
@@ -269,14 +327,18 @@ impl Config {
                 spec,
             });
         }
-        if formats.wants_data() {
+        if formats.hex || formats.binary || (formats.pcap && capture == Capture::LogDir) {
             prepare_log_dir(&args.log_dir)?;
+        }
+        if let Capture::File(p) = &capture {
+            check_capture_dir(p)?;
         }
         Ok(Config {
             rules,
             reuse_port: args.reuse_port,
             log_dir: args.log_dir,
             formats,
+            capture,
             log_queue,
             buffer_size,
             connect_timeout,
@@ -411,7 +473,7 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("cannot resolve {host:?}: no address"))
 }
 
-/// Parses `--log`: `hex`, `binary` (comma separated) or `none`.
+/// Parses `--log`: `hex`, `binary`, `pcap` (comma separated) or `none`.
 pub fn parse_formats(s: &str) -> Result<Formats> {
     let mut f = Formats::default();
     let mut none = false;
@@ -419,15 +481,28 @@ pub fn parse_formats(s: &str) -> Result<Formats> {
         match word {
             "hex" => f.hex = true,
             "binary" => f.binary = true,
+            "pcap" => f.pcap = true,
             "none" => none = true,
             "" => bail!("empty format name"),
-            other => bail!("unknown format {other:?} (known: hex, binary, none)"),
+            other => bail!("unknown format {other:?} (known: hex, binary, pcap, none)"),
         }
     }
     if none && f.wants_data() {
         bail!("`none` cannot be combined with other formats");
     }
     Ok(f)
+}
+
+/// Parses `--pcap`: `-` is stdout, anything else a file path.
+pub fn parse_capture(p: &Path) -> Result<Capture> {
+    if p.as_os_str().is_empty() {
+        bail!("expected a file path, or - for stdout");
+    }
+    Ok(if p.as_os_str() == "-" {
+        Capture::Stdout
+    } else {
+        Capture::File(p.to_path_buf())
+    })
 }
 
 /// Parses a byte size: `65536`, `64K`, `64M`, `1G` (powers of 1024; `KiB`/`KB`/`B` accepted).
@@ -485,6 +560,46 @@ fn prepare_log_dir(dir: &PathBuf) -> Result<()> {
         .with_context(|| format!("log directory {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+/// Fails at start-up, not on the logging thread, when the capture cannot go where it is asked.
+fn check_capture_dir(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        bail!(
+            "--pcap {}: is a directory (give a file name, or use --log pcap and --log-dir)",
+            path.display()
+        );
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "--pcap {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The end of the "listening on" line: what is logged, and where.
+pub fn logging_summary(config: &Config) -> String {
+    let f = config.formats;
+    if f.is_none() {
+        return "logging none".into();
+    }
+    let dir = config.log_dir.display();
+    if !f.pcap || config.capture == Capture::LogDir {
+        return format!("logging {f} in {dir}");
+    }
+    let files = Formats { pcap: false, ..f };
+    if files.is_none() {
+        format!("logging pcap to {}", config.capture)
+    } else {
+        format!("logging {files} in {dir}, pcap to {}", config.capture)
+    }
 }
 
 #[cfg(test)]
@@ -633,14 +748,16 @@ mod tests {
             parse_formats("hex,binary").unwrap(),
             Formats {
                 hex: true,
-                binary: true
+                binary: true,
+                pcap: false
             }
         );
         assert_eq!(
             parse_formats("binary").unwrap(),
             Formats {
                 hex: false,
-                binary: true
+                binary: true,
+                pcap: false
             }
         );
         assert!(parse_formats("none").unwrap().is_none());
@@ -650,6 +767,51 @@ mod tests {
             parse_formats("hex, binary").unwrap().to_string(),
             "hex,binary"
         );
+        let all = parse_formats("pcap,hex,binary").unwrap();
+        assert!(all.pcap && all.hex && all.binary);
+        assert_eq!(all.to_string(), "hex,binary,pcap");
+        assert!(parse_formats("pcap").unwrap().wants_data());
+        assert!(parse_formats("none,pcap").is_err());
+    }
+
+    #[test]
+    fn pcap_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let base = ["-l", "1", "-t", "127.0.0.1:5432", "-d", d];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            Config::from_args(args(&v))
+        };
+        // --log pcap: the capture goes to the log directory.
+        let c = with(&["--log", "pcap"]).unwrap();
+        assert!(c.formats.pcap && !c.formats.hex);
+        assert_eq!(c.capture, Capture::LogDir);
+        assert_eq!(logging_summary(&c), format!("logging pcap in {d}"));
+        // --pcap PATH adds pcap to the default formats and names the file.
+        let path = dir.path().join("x.pcapng");
+        let c = with(&["--pcap", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.formats.to_string(), "hex,binary,pcap");
+        assert_eq!(c.capture, Capture::File(path.clone()));
+        assert_eq!(
+            logging_summary(&c),
+            format!("logging hex,binary in {d}, pcap to {}", path.display())
+        );
+        let c = with(&["--log", "pcap", "--pcap", path.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            logging_summary(&c),
+            format!("logging pcap to {}", path.display())
+        );
+        assert_eq!(parse_capture(Path::new("-")).unwrap(), Capture::Stdout);
+        assert!(parse_capture(Path::new("")).is_err());
+        let e = with(&["--pcap", d]).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        let e = with(&["--log", "none", "--pcap", "x.pcapng"]).unwrap_err();
+        assert!(e.to_string().contains("--log pcap --pcap x.pcapng"), "{e}");
+        let missing = dir.path().join("no/such/dir/x.pcapng");
+        let e = with(&["--pcap", missing.to_str().unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("is not a directory"), "{e}");
     }
 
     #[test]
@@ -712,9 +874,11 @@ mod tests {
             parse_formats(&a.log).unwrap(),
             Formats {
                 hex: true,
-                binary: true
+                binary: true,
+                pcap: false
             }
         );
+        assert_eq!(a.pcap, None);
     }
 
     #[test]

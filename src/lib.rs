@@ -1,5 +1,6 @@
 //! tcpspy: a TCP/IP spy proxy. It relays each accepted connection to a target and records
-//! both directions: a hex dump in read order and one binary file per direction.
+//! both directions: a hex dump in read order, one binary file per direction, and a capture of
+//! every connection that Wireshark opens.
 //!
 //! The parts, one file per role:
 //! - [`cli`]: the command line, checked into a [`cli::Config`];
@@ -101,6 +102,7 @@ impl Proxy {
             LogConfig {
                 dir: config.log_dir.clone(),
                 formats: config.formats,
+                capture: config.capture.clone(),
                 rules: bound_rules,
                 queue_bound: config.log_queue,
                 chunk: config.buffer_size,
@@ -167,18 +169,15 @@ impl Proxy {
 /// The CLI's main job: runs the proxy until SIGINT or SIGTERM and prints a summary.
 pub fn run(config: Config) -> Result<Outcome> {
     let mut proxy = Proxy::new(&config)?;
-    let logging = match config.formats.is_none() {
-        true => "logging none".to_string(),
-        false => format!("logging {} in {}", config.formats, config.log_dir.display()),
-    };
     for (rule, bound) in config.rules.iter().zip(proxy.local_addrs()) {
         let resolved = match rule.target_name == rule.target.to_string() {
             true => String::new(),
             false => format!(" ({})", rule.target),
         };
         log::eprint_line(&format!(
-            "tcpspy: listening on {bound}, relaying to {}{resolved}; {logging}; up to {} connections at once",
+            "tcpspy: listening on {bound}, relaying to {}{resolved}; {}; up to {} connections at once",
             rule.target_name,
+            cli::logging_summary(&config),
             proxy.limits().max_connections,
         ));
     }

@@ -1,8 +1,10 @@
 //! Socket and process settings that std and mio do not offer: the listen backlog, a reset on
-//! close (SO_LINGER 0), and the descriptor limit.
+//! close (SO_LINGER 0), the descriptor limit, and blocking writes to a descriptor someone else
+//! may have made non-blocking.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
@@ -61,6 +63,34 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
     )
+}
+
+/// `write_all` that waits for room when the descriptor is non-blocking: a stdout pipe shared with
+/// a parent that set O_NONBLOCK returns `WouldBlock`, which must mean "wait", not "failed".
+pub fn write_all_waiting<W: Write + AsFd>(w: &mut W, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match w.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd {
+                    fd: w.as_fd().as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: poll reads and writes only the one pollfd we pass.
+                if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// What the kernel knows of a TCP connection (Linux TCP_INFO), for the end of a hex dump.

@@ -7,7 +7,8 @@
 //! held back in user space, so a file is current as soon as its batch is written (`tail -f`
 //! shows traffic live) and there is nothing to flush at the end but closing.
 //!
-//! One module per output: [`hexdump`], [`binary`], [`index`] (`connections.jsonl`),
+//! One module per output: [`hexdump`], [`binary`], [`pcap`] (the capture of the run),
+//! [`index`] (`connections.jsonl`),
 //! [`report`] (the stderr lines). [`files`]
 //! owns the descriptors, [`queue`] the hand-off, [`naming`] and [`stamp`] the pure formatting.
 
@@ -17,6 +18,7 @@ pub mod files;
 pub mod hexdump;
 pub mod index;
 pub mod naming;
+pub mod pcap;
 pub mod queue;
 pub mod report;
 pub mod stamp;
@@ -31,7 +33,7 @@ use std::time::{Duration, SystemTime};
 
 use mio::Waker;
 
-use crate::cli::{Formats, Rule};
+use crate::cli::{Capture, Formats, Rule};
 use crate::conn::{Dir, End, Hold, Side};
 use crate::reactor::StopHandle;
 use crate::sys::TcpStats;
@@ -46,6 +48,7 @@ use stamp::Stamper;
 pub struct LogConfig {
     pub dir: PathBuf,
     pub formats: Formats,
+    pub capture: Capture,
     pub rules: Vec<Rule>,
     pub queue_bound: usize,
     pub chunk: usize,
@@ -160,6 +163,8 @@ impl Io {
 /// One kind of record. Each event of a connection reaches every output in order; an output
 /// keeps its own per-connection state.
 pub trait Output: Send {
+    /// The start of the run, before any event.
+    fn start(&mut self, _io: &mut Io) {}
     /// A new connection; an output that creates files adds their names to `conn.files`.
     fn open(&mut self, _conn: &mut ConnInfo, _io: &mut Io) {}
     fn connected(&mut self, _conn: &ConnInfo, _at: SystemTime, _io: &mut Io) {}
@@ -202,7 +207,13 @@ impl Logger {
         if cfg.formats.binary {
             outputs.push(Box::new(binary::BinaryLog::default()));
         }
-        if cfg.formats.wants_data() {
+        if cfg.formats.pcap {
+            outputs.push(Box::new(pcap::PcapLog::new(cfg.capture.clone())));
+        }
+        if cfg.formats.hex
+            || cfg.formats.binary
+            || (cfg.formats.pcap && cfg.capture == Capture::LogDir)
+        {
             outputs.push(Box::new(index::Index::new(
                 cfg.rules.iter().map(|r| r.listen).collect(),
             )));
@@ -282,6 +293,10 @@ impl Worker {
     fn run(mut self, rx: Receiver) -> LogStats {
         let mut batch = VecDeque::new();
         let mut spent = Vec::new();
+        for out in &mut self.outputs {
+            out.start(&mut self.io);
+        }
+        self.io.report_errors();
         loop {
             rx.recv_batch(&mut batch);
             let mut cost = 0;

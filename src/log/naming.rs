@@ -3,7 +3,8 @@
 //! - hex dump: `log-<stamp>-<NNNN>-<local>-<remote>.log`, where `<local>` is the proxy's address
 //!   on the upstream connection and `<remote>` the target's;
 //! - binary, one per direction: `log-binary-<stamp>-<NNNN>-<peer>.log`, the client-to-server
-//!   bytes named after `<local>`, the server-to-client bytes after `<remote>`.
+//!   bytes named after `<local>`, the server-to-client bytes after `<remote>`;
+//! - the capture, one per run: `capture-<stamp>.pcapng`.
 //!
 //! Addresses come from the kernel, but every character outside `[A-Za-z0-9.-]` is still
 //! replaced, so nothing can make a name leave the log directory.
@@ -54,6 +55,11 @@ pub fn binary_name(
     format!("log-binary-{stamp}-{label}-{}.log", printable_addr(peer))
 }
 
+/// The capture's file name.
+pub fn capture_name(stamp: &str) -> String {
+    format!("capture-{stamp}.pcapng")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +84,10 @@ mod tests {
             "log-binary-2012.04.20-19.55.17-0001-10.0.0.5-110.log"
         );
         assert_eq!(number(12345), "12345");
+        assert_eq!(
+            capture_name("2012.04.20-19.55.17"),
+            "capture-2012.04.20-19.55.17.pcapng"
+        );
     }
 
     #[test]

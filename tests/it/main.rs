@@ -2,6 +2,7 @@
 //! loopback.
 
 mod limits;
+mod pcap;
 mod relay;
 mod startup;
 mod util;

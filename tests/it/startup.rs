@@ -121,3 +121,37 @@ fn gotcpspy_flags_work() {
     spy.wait_closed(1);
     assert_eq!(spy.stop(), 0);
 }
+
+/// `--pcap -` with a terminal as stdout is refused: the capture holds the network's bytes,
+/// escape sequences included.
+#[test]
+fn capture_to_a_terminal_is_refused() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    // script(1) (bsdutils, always on Debian) runs the command with a terminal as stdout.
+    let cmd = format!(
+        "{} -l 127.0.0.1:0 -t 127.0.0.1:1 --log pcap --pcap -",
+        bin()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("script runs");
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    let Ok(text) = rx.recv_timeout(WAIT) else {
+        let _ = child.kill();
+        panic!("tcpspy ran with a capture going to a terminal");
+    };
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("--pcap -: stdout is a terminal"), "{text:?}");
+}

@@ -40,10 +40,21 @@ impl Spy {
         Spy::spawn(cmd)
     }
 
-    pub fn spawn(mut cmd: Command) -> Spy {
+    pub fn spawn(cmd: Command) -> Spy {
+        Spy::spawn_with(cmd, Stdio::null())
+    }
+
+    /// Starts `tcpspy --listen 127.0.0.1:0 ARGS` with its stdout piped to `child.stdout`.
+    pub fn start_piped(args: &[&str]) -> Spy {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--listen").arg("127.0.0.1:0").args(args);
+        Spy::spawn_with(cmd, Stdio::piped())
+    }
+
+    pub fn spawn_with(mut cmd: Command, stdout: Stdio) -> Spy {
         let mut child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("tcpspy starts");
@@ -92,6 +103,13 @@ impl Spy {
                     panic!("tcpspy's stderr closed; saw {:#?}", self.seen)
                 }
             }
+        }
+    }
+
+    /// Waits until `n` stderr lines, counting those seen already, match `pred`.
+    pub fn wait_count(&mut self, n: usize, pred: impl Fn(&str) -> bool) {
+        while self.seen.iter().filter(|l| pred(l)).count() < n {
+            self.wait_line(&pred);
         }
     }
 
