@@ -24,7 +24,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, anyhow, bail};
 use mio::{Poll, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
 use cli::{Config, LogErrorAction};
 use log::{LogConfig, Logger};
@@ -119,6 +119,7 @@ impl Proxy {
             buffer_size: config.buffer_size,
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
+            label_prefix: config.reuse_port.then(|| std::process::id().to_string()),
             max_connections,
             log_data: logging,
         };
@@ -153,7 +154,7 @@ impl Proxy {
             signal_hook::flag::register_conditional_shutdown(sig, code, armed.clone())?;
             signal_hook::flag::register(sig, armed.clone())?;
         }
-        let signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+        let signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
         self.reactor.watch_signals(signals)?;
         Ok(())
     }
@@ -186,8 +187,13 @@ pub fn run(config: Config) -> Result<Outcome> {
     let t = &outcome.totals;
     log::eprint_line(&format!(
         "tcpspy: stopped; connections: {}; clients sent {} bytes, servers sent {} bytes; \
-         reads paused for the log: {}; log file errors: {}",
-        t.connections, t.bytes[0], t.bytes[1], t.log_stalls, outcome.log.file_errors,
+         reads paused for the log: {}; log file errors: {}; busiest: {}",
+        t.connections,
+        t.bytes[0],
+        t.bytes[1],
+        t.log_stalls,
+        outcome.log.file_errors,
+        t.busiest_text(),
     ));
     if outcome.log.stopped_by_error {
         bail!("stopped because a log file could not be written (--on-log-error exit)");

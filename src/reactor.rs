@@ -54,6 +54,8 @@ pub struct Settings {
     pub buffer_size: usize,
     pub connect_timeout: Duration,
     pub idle_timeout: Option<Duration>,
+    /// Put before connection numbers in messages (`--reuse-port`).
+    pub label_prefix: Option<String>,
     /// Connections relayed at once; past it the listeners are left alone (the kernel's
     /// backlog holds new clients) until one ends.
     pub max_connections: usize,
@@ -69,6 +71,36 @@ pub struct Totals {
     pub bytes: [u64; 2],
     /// Times reading paused because the log queue was full.
     pub log_stalls: u64,
+    /// The connections that carried the most bytes, most first: (bytes, description).
+    pub busiest: Vec<(u64, String)>,
+}
+
+/// Connections named in a summary's "busiest" list.
+const BUSIEST: usize = 5;
+
+impl Totals {
+    /// Keeps `desc` among the busiest if it carried enough.
+    fn rank(list: &mut Vec<(u64, String)>, bytes: u64, desc: impl FnOnce() -> String) {
+        if list.len() < BUSIEST || list.last().is_some_and(|(b, _)| bytes > *b) {
+            let at = list.partition_point(|(b, _)| *b >= bytes);
+            list.insert(at, (bytes, desc()));
+            list.truncate(BUSIEST);
+        }
+    }
+
+    /// `#0004 127.0.0.1:5000 -> 127.0.0.1:8000 (1234 bytes), ...`
+    pub fn busiest_text(&self) -> String {
+        let v: Vec<String> = self
+            .busiest
+            .iter()
+            .map(|(b, d)| format!("{d} ({b} bytes)"))
+            .collect();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    }
 }
 
 /// Lets another thread stop a running reactor: the bench does, and the logging thread when a
@@ -121,6 +153,8 @@ struct Waiting {
 
 struct Entry {
     id: ConnId,
+    rule: usize,
+    client: SocketAddr,
     conn: Conn<TcpStream>,
     /// When bytes last moved (kept only with an idle timeout).
     last_active: Instant,
@@ -451,6 +485,8 @@ impl Reactor {
                 let now = Instant::now();
                 entry.insert(Entry {
                     id,
+                    rule,
+                    client: client_addr,
                     conn,
                     last_active: now,
                     story: Story::default(),
@@ -663,6 +699,15 @@ impl Reactor {
         ];
         self.totals.bytes[0] += bytes[0];
         self.totals.bytes[1] += bytes[1];
+        let (id, client, target) = (
+            entry.id,
+            entry.client,
+            self.settings.rules[entry.rule].target,
+        );
+        let label = &self.settings.label_prefix;
+        Totals::rank(&mut self.totals.busiest, bytes[0] + bytes[1], || {
+            describe(label, id, client, target)
+        });
         self.log.send(Event::Close {
             id: entry.id,
             at: SystemTime::now(),
@@ -770,8 +815,46 @@ impl Reactor {
         let Some(signals) = &mut self.signals else {
             return;
         };
-        if signals.pending().next().is_some() {
-            self.stop.flag.store(true, Ordering::SeqCst);
+        let mut summary = false;
+        for sig in signals.pending() {
+            match sig {
+                signal_hook::consts::SIGUSR1 => summary = true,
+                _ => self.stop.flag.store(true, Ordering::SeqCst),
+            }
+        }
+        if summary {
+            let line = self.summary().line();
+            // Through the logger, so that it comes in order with the connection lines.
+            self.log.send(Event::Line(line));
+        }
+    }
+
+    /// What went through so far: closed connections plus the open ones as they stand.
+    pub fn summary(&self) -> Summary {
+        let mut totals = self.totals.clone();
+        let mut open = 0;
+        for (_, e) in self.conns.iter().filter(|(_, e)| !e.done) {
+            open += 1;
+            let b = [
+                e.conn.bytes(Dir::ClientToServer),
+                e.conn.bytes(Dir::ServerToClient),
+            ];
+            totals.bytes[0] += b[0];
+            totals.bytes[1] += b[1];
+            Totals::rank(&mut totals.busiest, b[0] + b[1], || {
+                let d = describe(
+                    &self.settings.label_prefix,
+                    e.id,
+                    e.client,
+                    self.settings.rules[e.rule].target,
+                );
+                format!("{d} open")
+            });
+        }
+        totals.log_stalls = self.log.stalls();
+        Summary {
+            open: open + self.waiting.len() as u64,
+            totals,
         }
     }
 
@@ -824,6 +907,39 @@ impl Reactor {
     }
 }
 
+/// What went through so far, as SIGUSR1 and the exit print it.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Connections open (or waiting for a descriptor) now.
+    pub open: u64,
+    pub totals: Totals,
+}
+
+impl Summary {
+    pub fn line(&self) -> String {
+        let t = &self.totals;
+        format!(
+            "tcpspy: connections: {} ({} open, {} closed); clients sent {} bytes, servers sent {} bytes; \
+             reads paused for the log: {}; busiest: {}",
+            t.connections,
+            self.open,
+            t.connections.saturating_sub(self.open),
+            t.bytes[0],
+            t.bytes[1],
+            t.log_stalls,
+            t.busiest_text()
+        )
+    }
+}
+
+/// `#0004 127.0.0.1:5000 -> 127.0.0.1:8000`
+fn describe(prefix: &Option<String>, id: ConnId, client: SocketAddr, target: SocketAddr) -> String {
+    match prefix {
+        Some(p) => format!("#{p}-{id:04} {client} -> {target}"),
+        None => format!("#{id:04} {client} -> {target}"),
+    }
+}
+
 fn conn_token(key: usize, side: Side) -> Token {
     Token(CONN_BASE + key * 2 + side.index())
 }
@@ -834,4 +950,33 @@ fn unspecified(like: &SocketAddr) -> SocketAddr {
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
     SocketAddr::new(ip, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busiest_keeps_the_top_five_in_order() {
+        let mut list = Vec::new();
+        for (b, name) in [
+            (5, "e"),
+            (50, "a"),
+            (1, "x"),
+            (40, "b"),
+            (30, "c"),
+            (20, "d"),
+            (10, "f"),
+        ] {
+            Totals::rank(&mut list, b, || name.to_string());
+        }
+        let names: Vec<&str> = list.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d", "f"]);
+        let t = Totals {
+            busiest: list,
+            ..Totals::default()
+        };
+        assert!(t.busiest_text().starts_with("a (50 bytes), b (40 bytes)"));
+        assert_eq!(Totals::default().busiest_text(), "none");
+    }
 }

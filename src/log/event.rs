@@ -65,6 +65,8 @@ pub enum Event {
         /// The kernel's view of each socket at the end, indexed by [`Side`].
         tcp: [Option<TcpStats>; 2],
     },
+    /// A line for stderr, in order with the connection lines (the SIGUSR1 summary).
+    Line(String),
     /// Write everything, close every file and stop.
     Stop,
 }

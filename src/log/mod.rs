@@ -438,6 +438,7 @@ impl Worker {
                     out.close(&conn, &closed, &mut self.io);
                 }
             }
+            Event::Line(line) => eprint_line(&line),
             Event::Data { .. } | Event::Stop => {}
         }
     }

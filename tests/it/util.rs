@@ -287,7 +287,7 @@ pub fn log_index(
     dir: &Path,
     target: SocketAddr,
 ) -> std::collections::HashMap<u64, (PathBuf, PathBuf, PathBuf)> {
-    let target_suffix = format!("-{}-{}.log", target.ip(), target.port());
+    let target_suffix = format!("-{}.log", tcpspy::log::naming::printable_addr(&target));
     let mut parts: std::collections::HashMap<u64, [Option<PathBuf>; 3]> = Default::default();
     for e in std::fs::read_dir(dir).expect("log dir") {
         let p = e.expect("entry").path();
