@@ -7,8 +7,10 @@
 //! - [`conn`] and [`half`]: a connection's state machine and one direction of it;
 //! - [`pool`]: relay buffers, held only while bytes are in flight;
 //! - [`log`]: the logging thread, its bounded queue and one module per output format;
-//! - [`sys`]: socket and process settings std lacks.
+//! - [`sys`]: socket and process settings std lacks;
+//! - [`bench`]: `tcpspy bench`, direct and proxied downloads in one process.
 
+pub mod bench;
 pub mod cli;
 pub mod conn;
 pub mod half;
@@ -51,6 +53,28 @@ pub struct Proxy {
 impl Proxy {
     /// Binds every rule's listener and starts the logging thread.
     pub fn new(config: &Config) -> Result<Proxy> {
+        Proxy::build(config, Logger::start)
+    }
+
+    /// As [`Proxy::new`], with every log file but without the `#0001 open`/`closed` lines on
+    /// stderr: the bench draws its progress bar there. File errors are still reported.
+    pub fn without_connection_lines(config: &Config) -> Result<Proxy> {
+        Proxy::build(config, |cfg, waker| {
+            let mut outputs: Vec<Box<dyn log::Output>> = Vec::new();
+            if cfg.formats.hex {
+                outputs.push(Box::new(log::hexdump::HexLog::default()));
+            }
+            if cfg.formats.binary {
+                outputs.push(Box::new(log::binary::BinaryLog::default()));
+            }
+            Logger::start_with(cfg, outputs, waker)
+        })
+    }
+
+    fn build(
+        config: &Config,
+        start_logger: impl FnOnce(LogConfig, Option<Arc<Waker>>) -> std::io::Result<Logger>,
+    ) -> Result<Proxy> {
         // Two sockets per connection and the log files: take every descriptor we may have.
         let _ = sys::raise_nofile_limit();
         let mut listeners = Vec::with_capacity(config.rules.len());
@@ -64,7 +88,7 @@ impl Proxy {
         let poll = Poll::new().context("cannot create the poll")?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).context("cannot create the waker")?);
-        let logger = Logger::start(
+        let logger = start_logger(
             LogConfig {
                 dir: config.log_dir.clone(),
                 formats: config.formats,
