@@ -95,6 +95,9 @@ impl Logs {
                     })?,
             )
         };
+        if let Some(d) = dir.as_ref().filter(|_| !cfg.keep_logs) {
+            remove_on_signal(d.path().to_path_buf())?;
+        }
         Ok(Logs {
             dir,
             keep: cfg.keep_logs,
@@ -130,6 +133,29 @@ impl Logs {
             None => Ok(None),
         }
     }
+}
+
+/// On SIGINT or SIGTERM, removes the temporary log directory (gigabytes, in the middle of a
+/// round) and exits: the default action would leave it behind. The thread waits in a read,
+/// so it costs no CPU while the proxy is measured.
+fn remove_on_signal(dir: PathBuf) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot watch for SIGINT")?;
+    thread::Builder::new()
+        .name("bench-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let _ = std::fs::remove_dir_all(&dir);
+                crate::log::eprint_line(&format!(
+                    "\ntcpspy: bench interrupted; removed {}",
+                    dir.display()
+                ));
+                std::process::exit(128 + sig);
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
 }
 
 /// The proxy's configuration, made from a command line as a user would type it, so the bench
@@ -238,7 +264,7 @@ fn downloads(cfg: &BenchConfig, logs: &Logs, pattern: &Arc<Pattern>) -> Result<V
             fetched.map_err(|f| fail(&format!("round {round}, download through tcpspy"), f))?;
         let (outcome, reactor_cpu) = stopped?;
         let relayed = outcome.totals.bytes[0] + outcome.totals.bytes[1];
-        let expected = cfg.bytes + 16 * u64::from(cfg.connections);
+        let expected = cfg.bytes + net::REQUEST as u64 * u64::from(cfg.connections);
         if relayed != expected {
             bail!("round {round}: tcpspy counted {relayed} bytes relayed, expected {expected}");
         }

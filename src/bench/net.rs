@@ -26,7 +26,8 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes per read or write: as the harness's loadgen does.
 const CHUNK: usize = 256 << 10;
 
-const REQUEST: usize = 16;
+/// Bytes of the request that opens a download connection (offset and length).
+pub const REQUEST: usize = 16;
 
 /// Why a bench connection failed.
 #[derive(Debug)]

@@ -186,3 +186,45 @@ fn bad_arguments_fail_with_one_line() {
     let (code, _, err) = run_with_output(&["--listen", "1", "bench"], LIMIT);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn interrupted_bench_removes_its_logs() {
+    let parent = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["bench", "--bytes", "2G", "--rounds", "1", "--log-dir"])
+        .arg(parent.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (polling what the bench creates, up to WAIT) until the proxied download is under way
+    // and writing logs: 2 GiB through the logger takes far longer than this test waits.
+    let deadline = std::time::Instant::now() + WAIT;
+    let logging = || {
+        entries(parent.path())
+            .iter()
+            .any(|d| d.join("round-1").is_dir())
+    };
+    while !logging() {
+        assert!(std::time::Instant::now() < deadline, "no round-1 logs");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        let _ = tx.send(s);
+    });
+    let err = rx.recv_timeout(WAIT).unwrap_or_else(|_| {
+        let _ = child.kill();
+        panic!("the bench did not stop on SIGINT");
+    });
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("bench interrupted; removed"), "{err}");
+    assert!(entries(parent.path()).is_empty(), "logs left behind");
+}
