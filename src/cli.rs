@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 const EXAMPLES: &str = "\
 Example:
@@ -23,11 +23,18 @@ Example:
   tcpspy --listen 8080 --target db.example:5432 --log pcap --pcap - | wireshark -k -i -
       shows every relayed connection live in Wireshark, as TCP between the client and the target
 
+To see what tcpspy costs on this machine, without any set-up: tcpspy bench
+
 The flags of the original gotcpspy work too: tcpspy -host example.com -port 80 -listen_port 8080";
 
 /// A TCP/IP spy proxy: relays each connection to a target and records both directions.
 #[derive(Parser, Debug, Default)]
-#[command(name = "tcpspy", version, after_help = EXAMPLES)]
+#[command(
+    name = "tcpspy",
+    version,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
     /// Where to listen: IP:PORT, [IPv6]:PORT, or a bare PORT (binds 127.0.0.1; give 0.0.0.0:PORT
     /// to accept from other hosts: anyone who can connect can then reach the target)
@@ -130,6 +137,183 @@ pub struct Args {
     /// exercise the full-queue path. Not for users.
     #[arg(long = "debug-log-delay-us", hide = true, default_value_t = 0)]
     pub debug_log_delay_us: u64,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What tcpspy does besides proxying (the proxy itself takes the top-level flags).
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Measures tcpspy on this machine: downloads on loopback, direct and through tcpspy
+    ///
+    /// An embedded source serves pseudo-random data on loopback; the bench downloads it
+    /// directly, then through a tcpspy proxy in the same process (the same reactor and
+    /// logging, into a temporary directory), checks every byte, and prints throughput, log
+    /// volume and the proxy's CPU per GiB, per round and the median. With --rtt it times
+    /// small request/response exchanges instead. Needs no server and no set-up.
+    Bench(BenchArgs),
+}
+
+/// `tcpspy bench`'s flags, as typed.
+#[derive(clap::Args, Debug, Default)]
+#[command(after_help = BENCH_EXAMPLES)]
+pub struct BenchArgs {
+    /// Bytes to download per round, split over the connections (K, M, G: powers of 1024)
+    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    pub bytes: String,
+
+    /// Rounds (each one direct download, then one through tcpspy); the table gives the median
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub rounds: u32,
+
+    /// Parallel connections per download, each carrying its share of --bytes
+    #[arg(long, value_name = "C", default_value_t = 1)]
+    pub connections: u32,
+
+    /// What the proxy records: a comma list of `hex` and `binary`, or `none`
+    #[arg(long = "log", value_name = "FORMATS", default_value = "hex,binary")]
+    pub log: String,
+
+    /// Where the temporary log directory is made (default: the system's temporary directory)
+    #[arg(long = "log-dir", value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+
+    /// Keep the logs afterwards and say where they are
+    #[arg(long = "keep-logs")]
+    pub keep_logs: bool,
+
+    /// Print the results as JSON on stdout (every round and the medians)
+    #[arg(long)]
+    pub json: bool,
+
+    /// Measure round-trip latency of small request/response exchanges instead of downloads
+    #[arg(long)]
+    pub rtt: bool,
+
+    /// With --rtt: the exchange sizes, a comma list
+    #[arg(long = "rtt-sizes", value_name = "SIZES", default_value = "64,16K")]
+    pub rtt_sizes: String,
+
+    /// With --rtt: exchanges measured per size, target and round (after a short warm-up)
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub exchanges: u32,
+
+    /// The proxy's --log-queue
+    #[arg(long = "log-queue", value_name = "SIZE", default_value = "64M")]
+    pub log_queue: String,
+
+    /// The proxy's --buffer-size
+    #[arg(long = "buffer-size", value_name = "SIZE", default_value = "64K")]
+    pub buffer_size: String,
+}
+
+const BENCH_EXAMPLES: &str = "\
+Examples:
+  tcpspy bench                       256 MiB x 3 rounds, logging hex,binary
+  tcpspy bench --log none --connections 8
+  tcpspy bench --rtt                 64 B and 16 KiB round trips, direct and proxied
+  tcpspy bench --json --keep-logs    machine-readable results; the logs stay on disk";
+
+/// What `tcpspy bench` measures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BenchMode {
+    /// Bulk downloads: throughput, log volume, proxy CPU.
+    Download,
+    /// Request/response exchanges of each size: round-trip latency.
+    Rtt { sizes: Vec<usize>, exchanges: u32 },
+}
+
+/// `tcpspy bench`'s settings, checked.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub mode: BenchMode,
+    pub bytes: u64,
+    pub rounds: u32,
+    pub connections: u32,
+    pub formats: Formats,
+    /// The parent of the temporary log directory.
+    pub log_parent: PathBuf,
+    pub keep_logs: bool,
+    pub json: bool,
+    pub log_queue: usize,
+    pub buffer_size: usize,
+}
+
+/// Most connections a bench download may use: each one is two client-side threads.
+pub const BENCH_MAX_CONNECTIONS: u32 = 256;
+
+/// Largest exchange `--rtt-sizes` takes: an echo this big is a download, not a round trip.
+pub const BENCH_MAX_RTT_SIZE: usize = 16 << 20;
+
+impl BenchConfig {
+    pub fn from_args(args: BenchArgs) -> Result<BenchConfig> {
+        let bytes = parse_size(&args.bytes).with_context(|| format!("--bytes {:?}", args.bytes))?;
+        if !(1..=1000).contains(&args.rounds) {
+            bail!("--rounds {}: must be between 1 and 1000", args.rounds);
+        }
+        if !(1..=BENCH_MAX_CONNECTIONS).contains(&args.connections) {
+            bail!(
+                "--connections {}: must be between 1 and {BENCH_MAX_CONNECTIONS}",
+                args.connections
+            );
+        }
+        if (bytes as u64) < u64::from(args.connections) {
+            bail!(
+                "--bytes {:?} is less than a byte per connection ({})",
+                args.bytes,
+                args.connections
+            );
+        }
+        let formats = parse_formats(&args.log).with_context(|| format!("--log {:?}", args.log))?;
+        let log_queue = parse_size(&args.log_queue)
+            .with_context(|| format!("--log-queue {:?}", args.log_queue))?;
+        let buffer_size = parse_size(&args.buffer_size)
+            .with_context(|| format!("--buffer-size {:?}", args.buffer_size))?;
+        // The proxy checks this too, but only after the first direct download.
+        if !(512..=16 << 20).contains(&buffer_size) {
+            bail!(
+                "--buffer-size {:?}: must be between 512 and 16M",
+                args.buffer_size
+            );
+        }
+        let mode = if args.rtt {
+            let sizes = parse_size_list(&args.rtt_sizes)
+                .with_context(|| format!("--rtt-sizes {:?}", args.rtt_sizes))?;
+            if let Some(big) = sizes.iter().find(|&&s| s > BENCH_MAX_RTT_SIZE) {
+                bail!("--rtt-sizes: {big} is over the largest exchange, 16M");
+            }
+            if !(1..=10_000_000).contains(&args.exchanges) {
+                bail!(
+                    "--exchanges {}: must be between 1 and 10000000",
+                    args.exchanges
+                );
+            }
+            BenchMode::Rtt {
+                sizes,
+                exchanges: args.exchanges,
+            }
+        } else {
+            BenchMode::Download
+        };
+        Ok(BenchConfig {
+            mode,
+            bytes: bytes as u64,
+            rounds: args.rounds,
+            connections: args.connections,
+            formats,
+            log_parent: args.log_dir.unwrap_or_else(std::env::temp_dir),
+            keep_logs: args.keep_logs,
+            json: args.json,
+            log_queue,
+            buffer_size,
+        })
+    }
+}
+
+/// Parses a comma list of sizes (`64,16K`).
+pub fn parse_size_list(s: &str) -> Result<Vec<usize>> {
+    s.split(',').map(|w| parse_size(w.trim())).collect()
 }
 
 /// What a log write failure does.
@@ -230,6 +414,9 @@ pub struct Config {
     /// `None`: sized from the descriptor limit at start-up.
     pub max_open_files: Option<usize>,
     pub on_log_error: LogErrorAction,
+    /// The `#0001 open`/`closed` lines on stderr (the bench turns them off: its progress bar
+    /// is there).
+    pub connection_lines: bool,
     pub debug_log_delay: Duration,
 }
 
@@ -346,6 +533,7 @@ impl Config {
             max_connections: args.max_connections,
             max_open_files: args.max_open_files,
             on_log_error: args.on_log_error,
+            connection_lines: true,
             debug_log_delay: Duration::from_micros(args.debug_log_delay_us),
         })
     }
@@ -879,6 +1067,61 @@ mod tests {
             }
         );
         assert_eq!(a.pcap, None);
+    }
+
+    #[test]
+    fn bench_subcommand() {
+        let a = args(&["bench"]);
+        let Some(Command::Bench(b)) = a.command else {
+            panic!("no bench subcommand");
+        };
+        let c = BenchConfig::from_args(b).unwrap();
+        assert_eq!(c.mode, BenchMode::Download);
+        assert_eq!(c.bytes, 256 << 20);
+        assert_eq!((c.rounds, c.connections), (3, 1));
+        assert_eq!(c.formats.to_string(), "hex,binary");
+        assert!(!c.keep_logs && !c.json);
+        let a = args(&[
+            "bench",
+            "--rtt",
+            "--rtt-sizes",
+            "64,16K",
+            "--exchanges",
+            "50",
+            "--log",
+            "none",
+        ]);
+        let Some(Command::Bench(b)) = a.command else {
+            panic!("no bench subcommand");
+        };
+        let c = BenchConfig::from_args(b).unwrap();
+        assert_eq!(
+            c.mode,
+            BenchMode::Rtt {
+                sizes: vec![64, 16 << 10],
+                exchanges: 50
+            }
+        );
+        assert!(c.formats.is_none());
+        // The proxy's flags keep working without a subcommand, and do not mix with one.
+        assert!(args(&["-l", "1", "-t", "h:1"]).command.is_none());
+        assert!(parse_args(["tcpspy", "--listen", "1", "bench"]).is_err());
+        assert!(parse_args(["tcpspy", "bench", "--listen", "1"]).is_err());
+        let bad = |list: &[&str]| {
+            let mut v = vec!["tcpspy", "bench"];
+            v.extend_from_slice(list);
+            match parse_args(v).map(|a| a.command) {
+                Ok(Some(Command::Bench(b))) => BenchConfig::from_args(b).is_err(),
+                _ => true,
+            }
+        };
+        assert!(bad(&["--bytes", "0"]));
+        assert!(bad(&["--bytes", "2", "--connections", "3"]));
+        assert!(bad(&["--rounds", "0"]));
+        assert!(bad(&["--connections", "0"]));
+        assert!(bad(&["--rtt", "--exchanges", "0"]));
+        assert!(bad(&["--rtt", "--rtt-sizes", "64,,1K"]));
+        assert!(!bad(&["--bytes", "1G", "--connections", "8"]));
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! - [`conn`] and [`half`]: a connection's state machine and one direction of it;
 //! - [`pool`]: relay buffers, held only while bytes are in flight;
 //! - [`log`]: the logging thread, its bounded queue and one module per output format;
-//! - [`sys`]: socket and process settings std lacks.
+//! - [`sys`]: socket and process settings std lacks;
+//! - [`bench`]: `tcpspy bench`, direct and proxied downloads in one process.
 
+pub mod bench;
 pub mod cli;
 pub mod conn;
 pub mod half;
@@ -110,6 +112,7 @@ impl Proxy {
                 debug_delay: config.debug_log_delay,
                 stop_on_error: (config.on_log_error == LogErrorAction::Exit).then(|| stop.clone()),
                 label_prefix: config.reuse_port.then(|| std::process::id().to_string()),
+                connection_lines: config.connection_lines,
             },
             Some(waker),
         )

@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
+use tcpspy::cli::{BenchConfig, Command, Config};
+
 fn main() -> ExitCode {
-    let args = match tcpspy::cli::parse_args(std::env::args_os()) {
+    let mut args = match tcpspy::cli::parse_args(std::env::args_os()) {
         Ok(a) => a,
         Err(e) => {
             // --help and --version land here too, and are not errors.
@@ -14,8 +16,12 @@ fn main() -> ExitCode {
             return code;
         }
     };
-    match tcpspy::cli::Config::from_args(args).and_then(tcpspy::run) {
-        Ok(_) => ExitCode::SUCCESS,
+    let result = match args.command.take() {
+        Some(Command::Bench(bench)) => BenchConfig::from_args(bench).and_then(tcpspy::bench::run),
+        None => Config::from_args(args).and_then(|c| tcpspy::run(c).map(drop)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tcpspy: error: {e:#}");
             ExitCode::FAILURE

@@ -819,7 +819,13 @@ impl Reactor {
         for sig in signals.pending() {
             match sig {
                 signal_hook::consts::SIGUSR1 => summary = true,
-                _ => self.stop.flag.store(true, Ordering::SeqCst),
+                _ => {
+                    if !self.stop.flag.swap(true, Ordering::SeqCst) {
+                        crate::log::eprint_line(
+                            "tcpspy: stopping: closing connections and writing the logs (signal again to exit at once)",
+                        );
+                    }
+                }
             }
         }
         if summary {
@@ -882,9 +888,6 @@ impl Reactor {
             );
         }
         self.stopping = Some(Instant::now() + STOP_FLUSH);
-        crate::log::eprint_line(
-            "tcpspy: stopping: closing connections and writing the logs (signal again to exit at once)",
-        );
     }
 
     fn flush_for_stop(&mut self, deadline: Instant) {

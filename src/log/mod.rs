@@ -57,6 +57,8 @@ pub struct LogConfig {
     pub debug_delay: Duration,
     /// Stops the proxy at the first log failure (`--on-log-error exit`).
     pub stop_on_error: Option<StopHandle>,
+    /// Print the `#0001 open`/`closed` lines on stderr.
+    pub connection_lines: bool,
     /// Put before connection numbers (`4242-0001`) so that processes sharing a port
     /// (`--reuse-port`) never write the same file name.
     pub label_prefix: Option<String>,
@@ -218,7 +220,9 @@ impl Logger {
                 cfg.rules.iter().map(|r| r.listen).collect(),
             )));
         }
-        outputs.push(Box::new(report::Report));
+        if cfg.connection_lines {
+            outputs.push(Box::new(report::Report));
+        }
         Logger::start_with(cfg, outputs, waker)
     }
 

@@ -211,6 +211,40 @@ pub fn run_to_exit(args: &[&str]) -> (i32, String) {
     (code, err)
 }
 
+/// Runs tcpspy to completion: exit code, stdout and stderr. Kills it and panics if it has not
+/// closed its output within `limit`.
+pub fn run_with_output(args: &[&str], limit: Duration) -> (i32, String, String) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpspy starts");
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            let _ = tx.send(s);
+        });
+        rx
+    };
+    let out = read_all(Box::new(child.stdout.take().expect("piped")));
+    let err = read_all(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + limit;
+    let mut collect = |rx: Receiver<String>| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        rx.recv_timeout(left).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("tcpspy {args:?} did not finish in {limit:?}");
+        })
+    };
+    let (stdout, stderr) = (collect(out), collect(err));
+    let code = child.wait().expect("wait").code().unwrap_or(-1);
+    (code, stdout, stderr)
+}
+
 /// A listener on a free loopback port.
 pub fn listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")

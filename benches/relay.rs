@@ -1,0 +1,111 @@
+//! The relay on loopback, in bytes/s of downloads: straight from a source, through tcpspy
+//! without logging, and through tcpspy writing hex and binary logs. The proxy is the real one
+//! (`Proxy`: reactor, log queue, logging thread) on a thread of its own, as `tcpspy bench`
+//! runs it; each iteration is one connection downloading 8 MiB.
+//!
+//! With logging, the log queue is small (8 MiB) so that a few iterations reach the steady
+//! state where the logger, not the queue, sets the pace; each connection's logs are deleted
+//! after its iteration (outside the timing) so the disk does not fill up.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const BYTES: usize = 8 << 20;
+
+/// Serves BYTES of fixed data to every connection, forever (the process ends it).
+fn source() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind the source");
+    let addr = l.local_addr().expect("source address");
+    let data: Vec<u8> = (0..BYTES as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.write_all(&data);
+        }
+    });
+    addr
+}
+
+fn download(addr: SocketAddr, buf: &mut [u8]) -> Duration {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let mut got = 0;
+    loop {
+        match s.read(buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    assert_eq!(got, BYTES, "short download");
+    t.elapsed()
+}
+
+fn clear(dir: &Path) {
+    for e in std::fs::read_dir(dir).expect("log dir").flatten() {
+        // The logger may still hold the file open: unlinking it is fine on Unix.
+        let _ = std::fs::remove_file(e.path());
+    }
+}
+
+fn relay(c: &mut Criterion) {
+    let src = source();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut g = c.benchmark_group("relay 8 MiB download");
+    g.throughput(Throughput::Bytes(BYTES as u64));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(4));
+    g.bench_function("direct", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| download(src, &mut buf)).sum())
+    });
+    for log in ["none", "hex,binary"] {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let args = tcpspy::cli::parse_args([
+            "tcpspy",
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            &src.to_string(),
+            "--log",
+            log,
+            "--log-queue",
+            "8M",
+            "--log-dir",
+            dir.path().to_str().expect("a UTF-8 temporary path"),
+        ])
+        .expect("arguments");
+        let mut config = tcpspy::cli::Config::from_args(args).expect("config");
+        config.connection_lines = false;
+        let proxy = tcpspy::Proxy::new(&config).expect("proxy");
+        let addr = proxy.local_addrs()[0];
+        let stop = proxy.stop_handle();
+        let reactor = thread::Builder::new()
+            .name("tcpspy-reactor".into())
+            .spawn(move || proxy.run())
+            .expect("reactor thread");
+        g.bench_function(format!("tcpspy --log {log}"), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        let t = download(addr, &mut buf);
+                        clear(dir.path());
+                        t
+                    })
+                    .sum()
+            })
+        });
+        stop.stop();
+        reactor.join().expect("reactor").expect("proxy run");
+    }
+    g.finish();
+}
+
+criterion_group!(benches, relay);
+criterion_main!(benches);

@@ -1,0 +1,610 @@
+//! What the bench found, and its two renderings: the table for people and JSON for machines.
+//! Pure: the figures come in as plain numbers, so the formatting is tested without sockets.
+
+use std::fmt::Write as _;
+
+use super::stats::{Latency, mb_per_s, median, secs_per_gib};
+
+/// One download, as its client saw it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Transfer {
+    pub bytes: u64,
+    /// From the first connect to the last byte of the last connection.
+    pub secs: f64,
+}
+
+impl Transfer {
+    pub fn mb_per_s(&self) -> f64 {
+        mb_per_s(self.bytes, self.secs)
+    }
+}
+
+/// One round of the download bench: direct, then through tcpspy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DownloadRound {
+    pub direct: Transfer,
+    pub proxied: Transfer,
+    /// Bytes the proxy relayed, both directions (the download and the requests).
+    pub relayed: u64,
+    /// Bytes in the log files after the round.
+    pub log_bytes: u64,
+    /// CPU seconds of the proxy's reactor thread and of its logging thread.
+    pub reactor_cpu: f64,
+    pub logger_cpu: f64,
+    /// Binary log files compared with the stream (0 when there are none).
+    pub logs_verified: u32,
+}
+
+impl DownloadRound {
+    fn figures(&self) -> [f64; 8] {
+        let cpu = self.reactor_cpu + self.logger_cpu;
+        [
+            self.direct.mb_per_s(),
+            self.proxied.mb_per_s(),
+            self.proxied.mb_per_s() / self.direct.mb_per_s(),
+            self.log_bytes as f64,
+            ratio(self.log_bytes as f64, self.relayed as f64),
+            secs_per_gib(cpu, self.relayed),
+            secs_per_gib(self.reactor_cpu, self.relayed),
+            secs_per_gib(self.logger_cpu, self.relayed),
+        ]
+    }
+}
+
+const DOWNLOAD_KEYS: [&str; 8] = [
+    "direct_mb_per_s",
+    "proxied_mb_per_s",
+    "proxied_over_direct",
+    "log_bytes",
+    "log_bytes_per_relayed_byte",
+    "proxy_cpu_s_per_gib",
+    "reactor_cpu_s_per_gib",
+    "logger_cpu_s_per_gib",
+];
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { f64::NAN }
+}
+
+/// The download bench's settings and rounds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DownloadReport {
+    pub bytes: u64,
+    pub connections: u32,
+    /// The proxy's `--log` (`hex,binary`, `none`, ...).
+    pub log: String,
+    pub rounds: Vec<DownloadRound>,
+    /// Where the logs were kept, if they were.
+    pub kept_logs: Option<String>,
+}
+
+impl DownloadReport {
+    fn medians(&self) -> [f64; 8] {
+        let per_round: Vec<[f64; 8]> = self.rounds.iter().map(DownloadRound::figures).collect();
+        std::array::from_fn(|i| median(&per_round.iter().map(|f| f[i]).collect::<Vec<_>>()))
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "tcpspy bench: {} per round over {} on loopback, direct and through tcpspy \
+             (logging {}), {} round{}",
+            size(self.bytes),
+            plural(self.connections.into(), "connection"),
+            self.log,
+            self.rounds.len(),
+            if self.rounds.len() == 1 { "" } else { "s" },
+        );
+        out.push('\n');
+        let header = [
+            "round",
+            "direct MB/s",
+            "tcpspy MB/s",
+            "tcpspy/direct",
+            "log MB",
+            "log B per B",
+            "CPU s/GiB",
+            "reactor",
+            "logger",
+        ];
+        let row = |name: String, f: [f64; 8]| -> Vec<String> {
+            vec![
+                name,
+                num(f[0]),
+                num(f[1]),
+                format!("{}x", fixed(f[2], 3)),
+                num(f[3] / 1e6),
+                fixed(f[4], 2),
+                fixed(f[5], 2),
+                fixed(f[6], 2),
+                fixed(f[7], 2),
+            ]
+        };
+        let mut rows: Vec<Vec<String>> = self
+            .rounds
+            .iter()
+            .enumerate()
+            .map(|(i, r)| row((i + 1).to_string(), r.figures()))
+            .collect();
+        rows.push(row("median".into(), self.medians()));
+        out.push_str(&grid(&header, &rows));
+        out.push('\n');
+        out.push_str(
+            "MB = 10^6 bytes; log B per B = bytes written to logs per byte relayed;\n\
+             CPU s/GiB = CPU seconds of the proxy's own threads (reactor + logger, writing every \
+             log included) per GiB relayed.\n",
+        );
+        let logs: u32 = self.rounds.iter().map(|r| r.logs_verified).sum();
+        let _ = writeln!(
+            out,
+            "data verified: all {} downloads ({} each) arrived intact, compared byte for byte \
+             with the generator{}",
+            self.rounds.len() * 2,
+            size(self.bytes),
+            if logs > 0 {
+                format!(
+                    "; so did the {} binary log files of the server's data",
+                    logs
+                )
+            } else {
+                String::new()
+            },
+        );
+        if let Some(dir) = &self.kept_logs {
+            let _ = writeln!(out, "logs kept in {dir}");
+        }
+        out
+    }
+
+    pub fn json(&self) -> String {
+        let rounds: Vec<String> = self
+            .rounds
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut o = Obj::default();
+                o.num("round", (i + 1) as f64);
+                o.num("direct_bytes", r.direct.bytes as f64);
+                o.num("direct_secs", r.direct.secs);
+                o.num("proxied_bytes", r.proxied.bytes as f64);
+                o.num("proxied_secs", r.proxied.secs);
+                o.num("relayed_bytes", r.relayed as f64);
+                o.num("reactor_cpu_s", r.reactor_cpu);
+                o.num("logger_cpu_s", r.logger_cpu);
+                o.num("binary_logs_verified", r.logs_verified.into());
+                for (k, v) in DOWNLOAD_KEYS.iter().zip(r.figures()) {
+                    o.num(k, v);
+                }
+                o.finish()
+            })
+            .collect();
+        let mut med = Obj::default();
+        for (k, v) in DOWNLOAD_KEYS.iter().zip(self.medians()) {
+            med.num(k, v);
+        }
+        let mut o = Obj::default();
+        o.str("mode", "download");
+        o.num("bytes", self.bytes as f64);
+        o.num("connections", self.connections.into());
+        o.str("log", &self.log);
+        o.raw("verified", "true");
+        o.raw("rounds", &format!("[{}]", rounds.join(",")));
+        o.raw("median", &med.finish());
+        match &self.kept_logs {
+            Some(d) => o.str("kept_logs", d),
+            None => o.raw("kept_logs", "null"),
+        }
+        o.finish()
+    }
+}
+
+/// One round of one exchange size in the round-trip bench.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RttRound {
+    pub round: u32,
+    pub size: usize,
+    pub direct: Latency,
+    pub proxied: Latency,
+}
+
+impl RttRound {
+    fn figures(&self) -> [f64; 6] {
+        [
+            self.direct.p50,
+            self.direct.p99,
+            self.proxied.p50,
+            self.proxied.p99,
+            self.proxied.p50 - self.direct.p50,
+            self.proxied.p99 - self.direct.p99,
+        ]
+    }
+}
+
+const RTT_KEYS: [&str; 6] = [
+    "direct_p50_us",
+    "direct_p99_us",
+    "proxied_p50_us",
+    "proxied_p99_us",
+    "added_p50_us",
+    "added_p99_us",
+];
+
+/// The round-trip bench's settings and rounds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RttReport {
+    pub sizes: Vec<usize>,
+    pub exchanges: u32,
+    pub log: String,
+    pub rounds: u32,
+    pub runs: Vec<RttRound>,
+    pub kept_logs: Option<String>,
+}
+
+impl RttReport {
+    fn medians(&self, size: usize) -> [f64; 6] {
+        let per_round: Vec<[f64; 6]> = self
+            .runs
+            .iter()
+            .filter(|r| r.size == size)
+            .map(RttRound::figures)
+            .collect();
+        std::array::from_fn(|i| median(&per_round.iter().map(|f| f[i]).collect::<Vec<_>>()))
+    }
+
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "tcpspy bench --rtt: {} request/response exchanges per size on one connection, \
+             direct and through tcpspy (logging {}), {} round{}",
+            self.exchanges,
+            self.log,
+            self.rounds,
+            if self.rounds == 1 { "" } else { "s" },
+        );
+        out.push('\n');
+        let header = [
+            "size",
+            "round",
+            "direct p50 µs",
+            "direct p99",
+            "tcpspy p50 µs",
+            "tcpspy p99",
+            "added p50 µs",
+            "added p99",
+        ];
+        let row = |size: usize, name: String, f: [f64; 6]| -> Vec<String> {
+            let mut v = vec![self::size(size as u64), name];
+            v.extend(f.iter().map(|&x| fixed(x, 1)));
+            v
+        };
+        let mut rows = Vec::new();
+        for &s in &self.sizes {
+            for r in self.runs.iter().filter(|r| r.size == s) {
+                rows.push(row(s, r.round.to_string(), r.figures()));
+            }
+            rows.push(row(s, "median".into(), self.medians(s)));
+        }
+        out.push_str(&grid(&header, &rows));
+        out.push('\n');
+        out.push_str(
+            "Round trip: write the request, read the echo of the same size (TCP_NODELAY). \
+             added = tcpspy - direct.\n",
+        );
+        let _ = writeln!(
+            out,
+            "data verified: every echo of the {} exchanges matched what was sent",
+            self.runs.len() as u64 * 2 * u64::from(self.exchanges)
+        );
+        if let Some(dir) = &self.kept_logs {
+            let _ = writeln!(out, "logs kept in {dir}");
+        }
+        out
+    }
+
+    pub fn json(&self) -> String {
+        let sizes: Vec<String> = self
+            .sizes
+            .iter()
+            .map(|&s| {
+                let runs: Vec<String> = self
+                    .runs
+                    .iter()
+                    .filter(|r| r.size == s)
+                    .map(|r| {
+                        let mut o = Obj::default();
+                        o.num("round", r.round.into());
+                        for (k, v) in RTT_KEYS.iter().zip(r.figures()) {
+                            o.num(k, v);
+                        }
+                        o.num("direct_max_us", r.direct.max);
+                        o.num("proxied_max_us", r.proxied.max);
+                        o.finish()
+                    })
+                    .collect();
+                let mut med = Obj::default();
+                for (k, v) in RTT_KEYS.iter().zip(self.medians(s)) {
+                    med.num(k, v);
+                }
+                let mut o = Obj::default();
+                o.num("size", s as f64);
+                o.raw("rounds", &format!("[{}]", runs.join(",")));
+                o.raw("median", &med.finish());
+                o.finish()
+            })
+            .collect();
+        let mut o = Obj::default();
+        o.str("mode", "rtt");
+        o.num("exchanges", self.exchanges.into());
+        o.num("rounds", self.rounds.into());
+        o.str("log", &self.log);
+        o.raw("verified", "true");
+        o.raw("sizes", &format!("[{}]", sizes.join(",")));
+        match &self.kept_logs {
+            Some(d) => o.str("kept_logs", d),
+            None => o.raw("kept_logs", "null"),
+        }
+        o.finish()
+    }
+}
+
+/// A JSON object written field by field.
+#[derive(Default)]
+struct Obj {
+    fields: Vec<String>,
+}
+
+impl Obj {
+    fn raw(&mut self, key: &str, value: &str) {
+        self.fields.push(format!("{}:{value}", json_str(key)));
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.raw(key, &json_str(value));
+    }
+
+    /// Whole numbers print as integers; NaN and infinities (a figure that does not apply, a
+    /// division by zero) as null, which JSON can carry.
+    fn num(&mut self, key: &str, v: f64) {
+        let text = if !v.is_finite() {
+            "null".to_string()
+        } else if v.fract() == 0.0 && v.abs() < 9e15 {
+            format!("{}", v as i64)
+        } else {
+            format!("{v}")
+        };
+        self.raw(key, &text);
+    }
+
+    fn finish(self) -> String {
+        format!("{{{}}}", self.fields.join(","))
+    }
+}
+
+/// A JSON string literal.
+pub fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Left-aligns the first column, right-aligns the others.
+fn grid(header: &[&str], rows: &[Vec<String>]) -> String {
+    let width = |i: usize| {
+        rows.iter()
+            .filter_map(|r| r.get(i))
+            .map(|c| c.chars().count())
+            .chain([header[i].chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..header.len()).map(width).collect();
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, c) in cells.enumerate() {
+            let w = widths.get(i).copied().unwrap_or(0);
+            if i == 0 {
+                let _ = write!(l, "{c:<w$}");
+            } else {
+                let _ = write!(l, "  {c:>w$}");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for r in rows {
+        line(&mut r.iter().map(String::as_str));
+    }
+    out
+}
+
+/// A rate or size with as many decimals as make sense for its size.
+fn num(v: f64) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn fixed(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        "-".into()
+    }
+}
+
+/// `256 MiB`, `16 KiB`, `64 B`, or the exact count when it is not a round binary size.
+pub fn size(bytes: u64) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} B")
+}
+
+fn plural(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(direct: f64, proxied: f64, logger: f64) -> DownloadRound {
+        DownloadRound {
+            direct: Transfer {
+                bytes: 1 << 30,
+                secs: (1u64 << 30) as f64 / (direct * 1e6),
+            },
+            proxied: Transfer {
+                bytes: 1 << 30,
+                secs: (1u64 << 30) as f64 / (proxied * 1e6),
+            },
+            relayed: 1 << 30,
+            log_bytes: 6 << 30,
+            reactor_cpu: 0.5,
+            logger_cpu: logger,
+            logs_verified: 1,
+        }
+    }
+
+    fn report() -> DownloadReport {
+        DownloadReport {
+            bytes: 1 << 30,
+            connections: 1,
+            log: "hex,binary".into(),
+            rounds: vec![
+                round(5000.0, 500.0, 2.0),
+                round(4000.0, 1000.0, 1.0),
+                round(6000.0, 600.0, 3.0),
+            ],
+            kept_logs: None,
+        }
+    }
+
+    #[test]
+    fn download_table() {
+        let t = report().table();
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("tcpspy bench: 1 GiB per round over 1 connection"));
+        assert_eq!(
+            lines[2],
+            "round   direct MB/s  tcpspy MB/s  tcpspy/direct  log MB  log B per B  CPU s/GiB  reactor  logger"
+        );
+        // Columns are right-aligned under their headers.
+        assert_eq!(
+            lines[3],
+            "1              5000          500         0.100x    6442         6.00       2.50     0.50    2.00"
+        );
+        // Each column's median on its own: 5000 direct, 600 via tcpspy, ratio median 0.1
+        // (0.1, 0.25, 0.1), 2.0 + 0.5 CPU.
+        assert_eq!(
+            lines[6],
+            "median         5000          600         0.100x    6442         6.00       2.50     0.50    2.00"
+        );
+        assert!(t.contains("data verified: all 6 downloads (1 GiB each) arrived intact"));
+        assert!(t.contains("so did the 3 binary log files"));
+        assert!(!t.contains("logs kept"));
+    }
+
+    #[test]
+    fn download_json_parses_and_holds_every_round() {
+        let mut r = report();
+        r.kept_logs = Some("/tmp/x \"y\"".into());
+        r.rounds[1].log_bytes = 0;
+        r.rounds[1].relayed = 0;
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["mode"], "download");
+        assert_eq!(v["bytes"], 1u64 << 30);
+        assert_eq!(v["verified"], true);
+        assert_eq!(v["kept_logs"], "/tmp/x \"y\"");
+        let rounds = v["rounds"].as_array().unwrap();
+        assert_eq!(rounds.len(), 3);
+        assert_eq!(
+            rounds[0]["direct_mb_per_s"].as_f64().unwrap().round(),
+            5000.0
+        );
+        // A figure that cannot be computed is null, not an invalid NaN.
+        assert!(rounds[1]["log_bytes_per_relayed_byte"].is_null());
+        assert_eq!(
+            v["median"]["proxied_mb_per_s"].as_f64().unwrap().round(),
+            600.0
+        );
+    }
+
+    #[test]
+    fn rtt_table_and_json() {
+        let lat = |p50, p99| Latency {
+            p50,
+            p99,
+            max: p99 * 2.0,
+        };
+        let r = RttReport {
+            sizes: vec![64, 16 << 10],
+            exchanges: 100,
+            log: "none".into(),
+            rounds: 1,
+            runs: vec![
+                RttRound {
+                    round: 1,
+                    size: 64,
+                    direct: lat(50.0, 80.0),
+                    proxied: lat(70.0, 110.0),
+                },
+                RttRound {
+                    round: 1,
+                    size: 16 << 10,
+                    direct: lat(15.0, 20.0),
+                    proxied: lat(60.0, 100.0),
+                },
+            ],
+            kept_logs: None,
+        };
+        let t = r.table();
+        assert!(t.contains("64 B    median           50.0        80.0           70.0       110.0          20.0       30.0"), "{t}");
+        assert!(t.contains("16 KiB  median"));
+        assert!(t.contains("every echo of the 400 exchanges matched"));
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["mode"], "rtt");
+        assert_eq!(v["sizes"][1]["size"], 16384);
+        assert_eq!(v["sizes"][1]["median"]["added_p50_us"], 45);
+        assert_eq!(v["sizes"][0]["rounds"][0]["proxied_max_us"], 220);
+    }
+
+    #[test]
+    fn strings_and_sizes() {
+        assert_eq!(json_str("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+        assert_eq!(size(256 << 20), "256 MiB");
+        assert_eq!(size(8 << 30), "8 GiB");
+        assert_eq!(size(16 << 10), "16 KiB");
+        assert_eq!(size(1000), "1000 B");
+        assert_eq!(num(5536.14), "5536");
+        assert_eq!(num(13.44), "13.4");
+        assert_eq!(num(1.5), "1.50");
+        assert_eq!(num(f64::NAN), "-");
+    }
+}
