@@ -83,6 +83,11 @@ pub struct Args {
     #[arg(short = 'L', long = "forward", value_name = "[BIND:]PORT=HOST:PORT")]
     pub forward: Vec<String>,
 
+    /// With `--log none`, relay with read and write instead of splice(2) (which moves the
+    /// bytes from socket to socket inside the kernel); for comparisons and old kernels
+    #[arg(long = "no-splice")]
+    pub no_splice: bool,
+
     /// Let several tcpspy processes listen on the same port (SO_REUSEPORT); the kernel spreads
     /// connections over them. Connection numbers then carry the process id
     #[arg(long = "reuse-port")]
@@ -414,6 +419,8 @@ pub struct Config {
     /// `None`: sized from the descriptor limit at start-up.
     pub max_open_files: Option<usize>,
     pub on_log_error: LogErrorAction,
+    /// Splice when nothing logs the bytes (`--no-splice` turns it off).
+    pub splice: bool,
     /// The `#0001 open`/`closed` lines on stderr (the bench turns them off: its progress bar
     /// is there).
     pub connection_lines: bool,
@@ -534,6 +541,7 @@ impl Config {
             max_open_files: args.max_open_files,
             on_log_error: args.on_log_error,
             connection_lines: true,
+            splice: !args.no_splice,
             debug_log_delay: Duration::from_micros(args.debug_log_delay_us),
         })
     }

@@ -14,6 +14,7 @@ use std::io;
 
 use crate::half::{Half, Peer, Pump};
 use crate::pool::Pool;
+use crate::sys::Pipe;
 
 /// One end of a relayed connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -133,6 +134,15 @@ pub trait Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
     fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
     fn shutdown_write(&mut self) -> io::Result<()>;
+    /// Moves up to `max` bytes from this socket into `pipe` (splice); a stream that cannot
+    /// never gets a pipe, see [`Tap::wants_data`] and [`Pool::get_pipe`].
+    fn splice_in(&mut self, _pipe: &Pipe, _max: usize) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Moves up to `max` bytes from `pipe` to this socket.
+    fn splice_out(&mut self, _pipe: &Pipe, _max: usize) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 impl Stream for mio::net::TcpStream {
@@ -145,12 +155,23 @@ impl Stream for mio::net::TcpStream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
     }
+    fn splice_in(&mut self, pipe: &Pipe, max: usize) -> io::Result<usize> {
+        crate::sys::splice_in(self, pipe, max)
+    }
+    fn splice_out(&mut self, pipe: &Pipe, max: usize) -> io::Result<usize> {
+        crate::sys::splice_out(pipe, self, max)
+    }
 }
 
 /// Where the state machine reports what passes through it (the log queue, in the reactor).
 pub trait Tap {
     /// False while the log cannot take more: no socket may be read until it can.
     fn ready(&mut self) -> bool;
+    /// False when nothing records the bytes, so they may be spliced from socket to socket
+    /// without passing through user space (the pool decides whether a pipe is to be had).
+    fn wants_data(&self) -> bool {
+        true
+    }
     /// Bytes read from the source of `dir`, before they are written on.
     fn data(&mut self, dir: Dir, bytes: &[u8]);
     /// A side ended.

@@ -11,6 +11,7 @@ use std::io;
 
 use crate::conn::{Dir, End, Fault, Hold, Side, Stream, Tap};
 use crate::pool::Pool;
+use crate::sys::Pipe;
 
 /// A socket and what we know of its readiness.
 pub struct Peer<S> {
@@ -52,10 +53,18 @@ pub enum Pump {
     Yielded,
 }
 
-/// One direction's buffer and state.
+/// Where a direction's bytes in flight are.
+enum Flight {
+    /// Read into user space: the log gets a copy.
+    Buf(Box<[u8]>),
+    /// Spliced into a pipe: the bytes never leave the kernel (nobody logs them).
+    Pipe(Pipe),
+}
+
+/// One direction's bytes in flight and state.
 pub struct Half {
     dir: Dir,
-    buf: Option<Box<[u8]>>,
+    flight: Option<Flight>,
     pos: usize,
     len: usize,
     state: State,
@@ -69,7 +78,7 @@ impl Half {
     pub fn new(dir: Dir) -> Half {
         Half {
             dir,
-            buf: None,
+            flight: None,
             pos: 0,
             len: 0,
             state: State::Open,
@@ -93,9 +102,9 @@ impl Half {
         self.len - self.pos
     }
 
-    /// True while this direction holds a relay buffer.
+    /// True while this direction holds a relay buffer or pipe.
     pub fn holds_buffer(&self) -> bool {
-        self.buf.is_some()
+        self.flight.is_some()
     }
 
     fn hold<T: Tap>(&mut self, tap: &mut T, why: Hold) {
@@ -111,10 +120,13 @@ impl Half {
         }
     }
 
-    /// Gives the buffer back, for a connection that is being dropped.
+    /// Gives the buffer or pipe back (when drained, or for a connection being dropped).
     pub fn release(&mut self, pool: &mut Pool) {
-        if let Some(b) = self.buf.take() {
-            pool.put(b);
+        match self.flight.take() {
+            Some(Flight::Buf(b)) => pool.put(b),
+            // A pipe with bytes left in it is closed, never handed to another connection.
+            Some(Flight::Pipe(p)) => pool.put_pipe(p, self.pos == self.len),
+            None => {}
         }
         self.pos = 0;
         self.len = 0;
@@ -132,13 +144,17 @@ impl Half {
     ) -> Result<Pump, Fault> {
         debug_assert_eq!(src.side, self.dir.source());
         loop {
-            if let Some(buf) = &self.buf {
+            if let Some(flight) = &self.flight {
                 while self.pos < self.len {
                     if !dst.writable {
                         self.hold(tap, Hold::Peer);
                         return Ok(Pump::Waiting);
                     }
-                    match dst.sock.write(&buf[self.pos..self.len]) {
+                    let written = match flight {
+                        Flight::Buf(buf) => dst.sock.write(&buf[self.pos..self.len]),
+                        Flight::Pipe(pipe) => dst.sock.splice_out(pipe, self.len - self.pos),
+                    };
+                    match written {
                         Ok(0) => return Err(Fault::new(dst.side, End::Reset)),
                         Ok(n) => self.pos += n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -176,6 +192,35 @@ impl Half {
             }
             self.unhold(tap);
             *budget -= 1;
+            if !tap.wants_data()
+                && let Some(pipe) = pool.get_pipe()
+            {
+                match src.sock.splice_in(&pipe, pool.pipe_size()) {
+                    Ok(0) => {
+                        pool.put_pipe(pipe, true);
+                        self.state = State::Flushing;
+                        tap.end(src.side, &End::Fin);
+                    }
+                    Ok(n) => {
+                        self.bytes += n as u64;
+                        self.flight = Some(Flight::Pipe(pipe));
+                        self.pos = 0;
+                        self.len = n;
+                    }
+                    Err(e) => {
+                        pool.put_pipe(pipe, true);
+                        match e.kind() {
+                            io::ErrorKind::WouldBlock => {
+                                src.readable = false;
+                                return Ok(Pump::Waiting);
+                            }
+                            io::ErrorKind::Interrupted => {}
+                            _ => return Err(Fault::new(src.side, End::from_error(&e))),
+                        }
+                    }
+                }
+                continue;
+            }
             let mut buf = pool.get();
             match src.sock.read(&mut buf) {
                 Ok(0) => {
@@ -186,7 +231,7 @@ impl Half {
                 Ok(n) => {
                     tap.data(self.dir, &buf[..n]);
                     self.bytes += n as u64;
-                    self.buf = Some(buf);
+                    self.flight = Some(Flight::Buf(buf));
                     self.pos = 0;
                     self.len = n;
                 }

@@ -67,9 +67,15 @@ impl Proxy {
         // then share them out so that neither can starve the other.
         let limit = sys::raise_nofile_limit().context("cannot read the descriptor limit")?;
         let logging = config.formats.wants_data();
+        // Splicing keeps pipes (two descriptors each) beside the sockets.
+        let pipes = if config.splice && !logging {
+            2 * pool::MAX_PIPES as u64
+        } else {
+            0
+        };
         let budget = sys::fd_budget(
             limit,
-            config.rules.len() as u64,
+            config.rules.len() as u64 + pipes,
             logging,
             config.max_open_files,
         );
@@ -125,6 +131,7 @@ impl Proxy {
             label_prefix: config.reuse_port.then(|| std::process::id().to_string()),
             max_connections,
             log_data: logging,
+            splice: config.splice && !logging,
         };
         let reactor = Reactor::new(poll, stop, listeners, settings, logger.sender())
             .context("cannot register the listeners")?;

@@ -61,6 +61,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// False with `--log none`: the relayed bytes are not copied to the logger at all.
     pub log_data: bool,
+    /// Splice bytes nobody logs from socket to socket through a pipe (see [`Pool`]).
+    pub splice: bool,
 }
 
 /// What went through the reactor, for the exit summary.
@@ -202,6 +204,10 @@ impl Story {
 }
 
 impl Tap for LogTap<'_> {
+    fn wants_data(&self) -> bool {
+        self.data
+    }
+
     fn ready(&mut self) -> bool {
         self.may_read && (!self.data || self.tx.has_room() || !self.tx.wait_for_room())
     }
@@ -279,7 +285,10 @@ impl Reactor {
         }
         Ok(Reactor {
             poll,
-            pool: Pool::new(settings.buffer_size, 64),
+            pool: match settings.splice {
+                true => Pool::new(settings.buffer_size, 64).with_splice(),
+                false => Pool::new(settings.buffer_size, 64),
+            },
             settings,
             listeners: slots,
             conns: Slab::new(),

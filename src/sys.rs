@@ -93,6 +93,72 @@ pub fn write_all_waiting<W: Write + AsFd>(w: &mut W, mut buf: &[u8]) -> io::Resu
     Ok(())
 }
 
+/// A pipe for splice(2): bytes go socket -> pipe -> socket inside the kernel, never copied
+/// through user space.
+pub struct Pipe {
+    read: std::os::fd::OwnedFd,
+    write: std::os::fd::OwnedFd,
+}
+
+impl Pipe {
+    /// A non-blocking pipe holding up to `size` bytes (if the kernel allows that much).
+    pub fn new(size: usize) -> io::Result<Pipe> {
+        use std::os::fd::FromRawFd;
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array we pass.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just created and are owned by nobody else.
+        let pipe = unsafe {
+            Pipe {
+                read: std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                write: std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            }
+        };
+        // A bigger pipe means fewer syscalls per byte; if refused, the default still works.
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            libc::fcntl(
+                pipe.write.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                size as libc::c_int,
+            );
+        }
+        Ok(pipe)
+    }
+}
+
+/// Moves up to `max` bytes from `from` to `to` with splice(2), without blocking on the pipe.
+fn splice(from: i32, to: i32, max: usize) -> io::Result<usize> {
+    // SAFETY: splice only reads and writes the descriptors it is given.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            max,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Moves up to `max` bytes from a socket into `pipe`.
+pub fn splice_in(sock: &impl AsRawFd, pipe: &Pipe, max: usize) -> io::Result<usize> {
+    splice(sock.as_raw_fd(), pipe.write.as_raw_fd(), max)
+}
+
+/// Moves up to `max` bytes from `pipe` to a socket.
+pub fn splice_out(pipe: &Pipe, sock: &impl AsRawFd, max: usize) -> io::Result<usize> {
+    splice(pipe.read.as_raw_fd(), sock.as_raw_fd(), max)
+}
+
 /// What the kernel knows of a TCP connection (Linux TCP_INFO), for the end of a hex dump.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpStats {
@@ -145,10 +211,11 @@ pub fn ignore_file_size_signal() {
 pub const RESERVED_FDS: u64 = 32;
 
 /// How the descriptor limit is shared: log files kept open, and connections relayed at once
-/// (two sockets each). `None` if the limit leaves no room for a single connection.
+/// (two sockets each), after `fixed` descriptors (listeners, pipes). `None` if the limit leaves
+/// no room for a single connection.
 pub fn fd_budget(
     limit: u64,
-    listeners: u64,
+    fixed: u64,
     logging: bool,
     max_open_files: Option<usize>,
 ) -> Option<(usize, usize)> {
@@ -157,7 +224,7 @@ pub fn fd_budget(
         (true, Some(n)) => n as u64,
         (true, None) => (limit / 8).clamp(4, 1024),
     };
-    let left = limit.checked_sub(RESERVED_FDS + listeners + files)?;
+    let left = limit.checked_sub(RESERVED_FDS + fixed + files)?;
     let conns = left / 2;
     (conns > 0).then_some((files.max(1) as usize, conns as usize))
 }

@@ -158,25 +158,54 @@ const fn hex_col(i: usize) -> usize {
 }
 
 /// Appends `data` in `hexdump -C` layout (without hexdump's final offset line).
+///
+/// The logging thread runs this on every byte it logs, so whole lines are filled in place
+/// from tables: the output grows by a memset of spaces, then each line gets its offset, hex
+/// pairs and printable column written at fixed positions, with no formatting call per byte.
 pub fn dump(data: &[u8], out: &mut Vec<u8>) {
-    out.reserve(data.len().div_ceil(16) * LINE);
-    for (n, chunk) in data.chunks(16).enumerate() {
+    let full = data.len() / 16;
+    let start = out.len();
+    out.resize(start + full * LINE, b' ');
+    let lines = out[start..].chunks_exact_mut(LINE);
+    for (n, (line, bytes)) in lines.zip(data.chunks_exact(16)).enumerate() {
+        let line: &mut [u8; LINE] = line.try_into().expect("chunks_exact_mut gives LINE bytes");
+        let bytes: &[u8; 16] = bytes.try_into().expect("chunks_exact gives 16 bytes");
+        fill_line(line, (n * 16) as u32, bytes);
+    }
+    let rest = &data[full * 16..];
+    if !rest.is_empty() {
         let mut line = [b' '; LINE];
-        let off = (n * 16) as u32;
-        for (k, byte) in off.to_be_bytes().iter().enumerate() {
-            line[2 * k..2 * k + 2].copy_from_slice(&HEX[*byte as usize]);
-        }
-        for (i, &b) in chunk.iter().enumerate() {
+        let mut bytes = [0u8; 16];
+        bytes[..rest.len()].copy_from_slice(rest);
+        fill_line(&mut line, (full * 16) as u32, &bytes);
+        // Pad the hex of the missing bytes and end the printable column early.
+        for i in rest.len()..16 {
             let c = hex_col(i);
-            line[c..c + 2].copy_from_slice(&HEX[b as usize]);
-            line[ASCII_COL + i] = ASCII[b as usize];
+            line[c..c + 2].copy_from_slice(b"  ");
         }
-        line[ASCII_COL - 1] = b'|';
-        let end = ASCII_COL + chunk.len();
+        let end = ASCII_COL + rest.len();
         line[end] = b'|';
         line[end + 1] = b'\n';
         out.extend_from_slice(&line[..end + 2]);
     }
+}
+
+/// Writes one full line's offset, hex pairs and printable column into a line of spaces.
+#[inline(always)]
+fn fill_line(line: &mut [u8; LINE], offset: u32, bytes: &[u8; 16]) {
+    let off = offset.to_be_bytes();
+    for k in 0..4 {
+        line[2 * k..2 * k + 2].copy_from_slice(&HEX[off[k] as usize]);
+    }
+    for i in 0..16 {
+        let b = bytes[i] as usize;
+        let c = hex_col(i);
+        line[c..c + 2].copy_from_slice(&HEX[b]);
+        line[ASCII_COL + i] = ASCII[b];
+    }
+    line[ASCII_COL - 1] = b'|';
+    line[ASCII_COL + 16] = b'|';
+    line[LINE - 1] = b'\n';
 }
 
 /// Appends the line that opens a chunk.

@@ -302,3 +302,47 @@ fn tiny_log_queue_loses_nothing_and_bounds_memory() {
     assert!(peak_kib < 16 * 1024, "peak RSS {peak_kib} KiB");
     assert_logs(dir.path(), 1, taddr, b"", &down);
 }
+
+/// Nothing logged: the bytes are spliced from socket to socket (or copied, --no-splice); both
+/// ways at once, with a half-close, every byte arrives.
+#[test]
+fn unlogged_relay_with_and_without_splice() {
+    for extra in [&[][..], &["--no-splice"][..]] {
+        let target = listener();
+        let taddr = target.local_addr().unwrap();
+        let mut args = vec![
+            "-t".to_string(),
+            taddr.to_string(),
+            "--log".into(),
+            "none".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut spy = Spy::start(&args);
+        let up = data(31, 24 << 20);
+        let down = data(32, 40 << 20);
+        let down2 = down.clone();
+        let server = thread::spawn(move || {
+            let mut s = accept(&target);
+            let writer = send_then_shutdown(s.try_clone().unwrap(), down2);
+            let got = read_to_end(&mut s).unwrap();
+            writer.join().unwrap().unwrap();
+            got
+        });
+        let mut c = connect(spy.addr);
+        let writer = send_then_shutdown(c.try_clone().unwrap(), up.clone());
+        let got_down = read_to_end(&mut c).unwrap();
+        writer.join().unwrap().unwrap();
+        assert_eq!(sha(&server.join().unwrap()), sha(&up), "{extra:?}");
+        assert_eq!(sha(&got_down), sha(&down), "{extra:?}");
+        let line = spy.wait_closed(1);
+        assert!(
+            line.contains(&format!(
+                "client sent {} bytes, server sent {} bytes",
+                up.len(),
+                down.len()
+            )),
+            "{line}"
+        );
+    }
+}
