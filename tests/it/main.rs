@@ -1,6 +1,8 @@
 //! The integration tests: one binary that runs the real tcpspy (CARGO_BIN_EXE_tcpspy) on
-//! loopback, and drives its connection state machine in a socket-free simulation.
+//! loopback, drives its connection state machine in a socket-free simulation, and property-tests
+//! its parsers.
 
+mod parsers;
 mod relay;
 mod sim;
 mod startup;
