@@ -2,6 +2,7 @@
 //! loopback, drives its connection state machine in a socket-free simulation, and property-tests
 //! its parsers.
 
+mod hostile;
 mod parsers;
 mod relay;
 mod sim;
