@@ -90,12 +90,15 @@ pub enum End {
 }
 
 impl End {
-    /// Classifies a socket error: reset, aborted and broken pipe all mean the peer is gone.
+    /// Classifies a socket error: reset, aborted and broken pipe all mean the peer is gone, and
+    /// so does "not connected", which is what `shutdown(2)` says once a RST has closed the
+    /// connection.
     pub fn from_error(e: &io::Error) -> End {
         match e.kind() {
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe => End::Reset,
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected => End::Reset,
             _ => End::Error(e.to_string()),
         }
     }
@@ -281,7 +284,8 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Ends the connection from outside the relay: `side` ended with `how` (a failed or timed
-    /// out connect, a shutdown), and every side that has not ended yet is reset.
+    /// out connect, a shutdown), and every side that has not ended yet is reset (or, on a
+    /// shutdown, closed).
     pub fn fail<T: Tap>(&mut self, side: Side, how: End, tap: &mut T, pool: &mut Pool) {
         if self.phase == Phase::Closed {
             return;
@@ -403,6 +407,9 @@ mod tests {
             Ok(n)
         }
         fn shutdown_write(&mut self) -> io::Result<()> {
+            if self.reset {
+                return Err(io::ErrorKind::NotConnected.into());
+            }
             self.shut = true;
             Ok(())
         }
@@ -548,6 +555,40 @@ mod tests {
         assert_eq!(c.server.sock.output, b"abc");
         assert_eq!(c.undelivered(), [3, 0]);
         assert_eq!(c.ends()[0], (Side::Server, End::Reset));
+    }
+
+    #[test]
+    fn shutdown_after_a_reset_is_a_reset() {
+        let mut pool = Pool::new(4, 4);
+        let mut tap = Rec::default();
+        let mut c = relaying();
+        c.client.sock.eof = true;
+        c.server.sock.reset = true; // shutdown(2) after a RST gives ENOTCONN
+        let mut budget = 10;
+        assert_eq!(c.drive(&mut pool, &mut tap, &mut budget), Status::Closed);
+        assert_eq!(
+            c.ends(),
+            vec![(Side::Client, End::Fin), (Side::Server, End::Reset)]
+        );
+    }
+
+    #[test]
+    fn stop_after_a_fin_closes_the_other_side() {
+        let mut pool = Pool::new(4, 4);
+        let mut tap = Rec::default();
+        let mut c = relaying();
+        c.client.sock.eof = true;
+        let mut budget = 10;
+        assert_eq!(c.drive(&mut pool, &mut tap, &mut budget), Status::Open);
+        c.fail(Side::Client, End::Shutdown, &mut tap, &mut pool);
+        assert_eq!(
+            c.ends(),
+            vec![(Side::Client, End::Fin), (Side::Server, End::Shutdown)]
+        );
+        assert!(
+            !c.must_reset(Side::Server),
+            "a stop closes, it does not reset"
+        );
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! The integration tests: one binary that runs the real tcpspy (CARGO_BIN_EXE_tcpspy) on
-//! loopback.
+//! loopback, drives its connection state machine in a socket-free simulation, and property-tests
+//! its parsers.
 
 mod bench;
 mod forwards;
+mod hostile;
 mod limits;
+mod parsers;
 mod pcap;
 mod relay;
+mod sim;
 mod startup;
 mod story;
 mod util;

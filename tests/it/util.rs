@@ -8,6 +8,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,8 @@ pub struct Spy {
     pub addr: SocketAddr,
     lines: Receiver<String>,
     pub seen: Vec<String>,
+    /// Every byte tcpspy wrote to stderr so far, as written.
+    pub stderr: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Spy {
@@ -60,10 +63,21 @@ impl Spy {
             .expect("tcpspy starts");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, lines) = mpsc::channel();
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let raw2 = raw.clone();
+        // Bytes, not `lines()`: a line that is not UTF-8 must reach the test, not end the reader.
         thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
+            let mut r = BufReader::new(stderr);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match r.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                raw2.lock().unwrap().extend_from_slice(&line);
+                let text = line.strip_suffix(b"\n").unwrap_or(&line);
+                if tx.send(String::from_utf8_lossy(text).into_owned()).is_err() {
                     break;
                 }
             }
@@ -73,6 +87,7 @@ impl Spy {
             addr: "0.0.0.0:0".parse().unwrap(),
             lines,
             seen: Vec::new(),
+            stderr: raw,
         };
         let line = spy.wait_line(|l| l.contains("listening on "));
         let addr = line
