@@ -271,6 +271,11 @@ impl<S: Stream> Conn<S> {
         self.undelivered
     }
 
+    /// True once `side` sent FIN: nothing more is read from it.
+    pub fn read_done(&self, side: Side) -> bool {
+        self.halves[side.index()].saw_eof()
+    }
+
     /// True while either direction holds a relay buffer.
     pub fn holds_buffers(&self) -> bool {
         self.halves.iter().any(Half::holds_buffer)
@@ -343,10 +348,15 @@ impl<S: Stream> Conn<S> {
         status
     }
 
+    /// Records how `side` ended, once; a reset or error after a FIN replaces the FIN, since
+    /// that is how the side finally ended (tcpspy reset the other side for it).
     fn record<T: Tap>(&mut self, side: Side, how: End, tap: &mut T) {
-        if self.ends[side.index()].is_none() {
+        let slot = &mut self.ends[side.index()];
+        let replaces_fin = *slot == Some(End::Fin) && matches!(how, End::Reset | End::Error(_));
+        if slot.is_none() || replaces_fin {
             tap.end(side, &how);
-            self.ends[side.index()] = Some(how);
+            *slot = Some(how);
+            self.order.retain(|s| *s != side);
             self.order.push(side);
         }
     }

@@ -590,6 +590,14 @@ impl Reactor {
         }
         if side == Side::Server && entry.conn.phase() == Phase::Connecting {
             self.check_connect(key);
+        } else if event.is_error() && entry.conn.read_done(side) {
+            // A reset after the side's FIN: nothing more will be read from it, so no read
+            // would see the error, and the other side must not wait for its own next write
+            // to learn of it. (Before its FIN, the reads surface the error after the data.)
+            if let Ok(Some(e)) = peer_sock(&entry.conn, side).take_error() {
+                self.fail(key, side, End::from_error(&e));
+                return;
+            }
         }
         self.drive(key);
     }
@@ -949,6 +957,13 @@ fn describe(prefix: &Option<String>, id: ConnId, client: SocketAddr, target: Soc
     match prefix {
         Some(p) => format!("#{p}-{id:04} {client} -> {target}"),
         None => format!("#{id:04} {client} -> {target}"),
+    }
+}
+
+fn peer_sock(conn: &Conn<TcpStream>, side: Side) -> &TcpStream {
+    match side {
+        Side::Client => &conn.client.sock,
+        Side::Server => &conn.server.sock,
     }
 }
 

@@ -346,3 +346,50 @@ fn unlogged_relay_with_and_without_splice() {
         );
     }
 }
+
+/// A client that half-closes and then resets while the server is silent: tcpspy resets the
+/// server at once instead of holding it until the server writes.
+#[test]
+fn reset_after_fin_reaches_the_other_side() {
+    let target = listener();
+    let taddr = target.local_addr().unwrap();
+    let mut spy = Spy::start(&["-t", &taddr.to_string(), "--log", "none"]);
+    let (fin_tx, fin_rx) = std::sync::mpsc::channel();
+    let server = thread::spawn(move || {
+        let mut s = accept(&target);
+        // The request and its FIN.
+        assert_eq!(read_to_end(&mut s).unwrap(), b"request");
+        fin_tx.send(()).unwrap();
+        // Then silence from the server, until the reset comes through: with no events asked
+        // for, poll wakes only for an error or a hang-up, not for the FIN already read.
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&s),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: poll on one descriptor we own.
+        let n = unsafe { libc::poll(&mut pfd, 1, WAIT.as_millis() as i32) };
+        assert_eq!(n, 1, "no reset within {WAIT:?}");
+        // A reset after the FIN shows as EPIPE on the socket (Linux: CLOSE_WAIT + RST).
+        s.take_error().unwrap().map(|e| e.kind())
+    });
+    let mut c = connect(spy.addr);
+    c.write_all(b"request").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    fin_rx.recv_timeout(WAIT).unwrap();
+    socket2::SockRef::from(&c)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
+    drop(c);
+    let got = server.join().unwrap();
+    assert_eq!(
+        got,
+        Some(ErrorKind::BrokenPipe),
+        "the server's socket was reset"
+    );
+    let line = spy.wait_closed(1);
+    assert!(
+        line.contains("client reset, then server reset by tcpspy"),
+        "{line}"
+    );
+}
