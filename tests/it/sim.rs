@@ -928,8 +928,26 @@ impl Sim {
         if let Some(s) = status {
             assert_eq!(s == Status::Closed, closed, "drive returned {s:?}");
         }
+        // The log tells every end as it happens; the connection keeps each side's last one (a
+        // reset after a FIN replaces it), in the order of those last ends.
+        let mut last: Vec<(Side, End)> = Vec::new();
+        for (side, how) in &w.tap.ends {
+            if let Some(prev) = last.iter().position(|(s, _)| s == side) {
+                let prev_how = last.remove(prev).1;
+                assert_eq!(
+                    prev_how,
+                    End::Fin,
+                    "only a FIN is ever followed by another end"
+                );
+                assert!(
+                    matches!(how, End::Reset | End::Error(_)),
+                    "{how:?} after a FIN"
+                );
+            }
+            last.push((*side, how.clone()));
+        }
         assert_eq!(
-            w.tap.ends,
+            last,
             self.conn.ends(),
             "the log and the connection disagree on ends"
         );
