@@ -255,9 +255,11 @@ fn downloads(cfg: &BenchConfig, logs: &Logs, pattern: &Arc<Pattern>) -> Result<V
         // Everything the process spends from here to the proxy's end, less the source's and
         // the clients' own time, is the proxy's.
         let window = cpu::Window::open();
+        let started = Instant::now();
         let proxy = Running::start(&config)?;
         let fetched = download(&source, proxy.addr, &ranges, pattern, &pb);
         let stopped = proxy.stop();
+        let logged_secs = started.elapsed().as_secs_f64();
         let proxy_cpu = match &fetched {
             Ok((_, own)) => window.others(*own),
             Err(_) => Duration::ZERO,
@@ -271,8 +273,8 @@ fn downloads(cfg: &BenchConfig, logs: &Logs, pattern: &Arc<Pattern>) -> Result<V
         if relayed != expected {
             bail!("round {round}: tcpspy counted {relayed} bytes relayed, expected {expected}");
         }
-        let (log_bytes, logs_verified) = if cfg.formats.is_none() {
-            (0, 0)
+        let (log_bytes, logs_verified, disk_secs) = if cfg.formats.is_none() {
+            (0, 0, None)
         } else {
             let bytes = dir_bytes(&dir)?;
             let verified = if cfg.formats.binary {
@@ -282,7 +284,13 @@ fn downloads(cfg: &BenchConfig, logs: &Logs, pattern: &Arc<Pattern>) -> Result<V
                 0
             };
             logs.done_with(&dir)?;
-            (bytes, verified)
+            let disk = disk_limit(
+                &logs.for_run(&format!("disk-{round}")),
+                bytes,
+                cfg.buffer_size,
+            )
+            .with_context(|| format!("round {round}: measuring the file system"))?;
+            (bytes, verified, Some(disk.as_secs_f64()))
         };
         rounds.push(DownloadRound {
             direct,
@@ -292,9 +300,43 @@ fn downloads(cfg: &BenchConfig, logs: &Logs, pattern: &Arc<Pattern>) -> Result<V
             reactor_cpu: reactor_cpu.as_secs_f64(),
             logger_cpu: proxy_cpu.saturating_sub(reactor_cpu).as_secs_f64(),
             logs_verified,
+            logged_secs,
+            disk_secs,
         });
     }
     Ok(rounds)
+}
+
+/// How long the file system under `dir` takes to take `bytes` written as the logs write them
+/// (per chunk of `chunk` bytes: its hex dump, ~4.95 times as much, in one write, and the chunk
+/// in another, to two files), with no network and no formatting: the most logging could do.
+fn disk_limit(dir: &Path, bytes: u64, chunk: usize) -> Result<Duration> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
+    let binary = vec![0x5au8; chunk];
+    let mut hex = Vec::new();
+    crate::log::hexdump::dump(&binary, &mut hex);
+    let mut files = [
+        std::fs::File::create(dir.join("hex"))?,
+        std::fs::File::create(dir.join("binary"))?,
+    ];
+    let start = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        for (f, part) in files.iter_mut().zip([&hex, &binary]) {
+            let n = part.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            f.write_all(&part[..n])?;
+            left -= n as u64;
+            if left == 0 {
+                break;
+            }
+        }
+    }
+    let took = start.elapsed();
+    drop(files);
+    // Measured, not kept: these are not logs.
+    std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    Ok(took)
 }
 
 /// Downloads every range from `addr` in parallel and checks it; returns the transfer as the

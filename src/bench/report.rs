@@ -33,11 +33,20 @@ pub struct DownloadRound {
     pub logger_cpu: f64,
     /// Binary log files compared with the stream (0 when there are none).
     pub logs_verified: u32,
+    /// Seconds from the start of the proxied download until every log was written.
+    pub logged_secs: f64,
+    /// Seconds the same file system took to take `log_bytes` written without any network
+    /// (the same write sizes, no formatting): the most logging could ever do here.
+    pub disk_secs: Option<f64>,
 }
 
 impl DownloadRound {
-    fn figures(&self) -> [f64; 8] {
+    fn figures(&self) -> [f64; FIGURES] {
         let cpu = self.reactor_cpu + self.logger_cpu;
+        let logged = self.relayed as f64 / 1e6 / self.logged_secs;
+        let limit = self
+            .disk_secs
+            .map_or(f64::NAN, |s| self.relayed as f64 / 1e6 / s);
         [
             self.direct.mb_per_s(),
             self.proxied.mb_per_s(),
@@ -47,11 +56,16 @@ impl DownloadRound {
             secs_per_gib(cpu, self.relayed),
             secs_per_gib(self.reactor_cpu, self.relayed),
             secs_per_gib(self.logger_cpu, self.relayed),
+            logged,
+            limit,
+            ratio(logged, limit),
         ]
     }
 }
 
-const DOWNLOAD_KEYS: [&str; 8] = [
+const FIGURES: usize = 11;
+
+const DOWNLOAD_KEYS: [&str; FIGURES] = [
     "direct_mb_per_s",
     "proxied_mb_per_s",
     "proxied_over_direct",
@@ -60,6 +74,9 @@ const DOWNLOAD_KEYS: [&str; 8] = [
     "proxy_cpu_s_per_gib",
     "reactor_cpu_s_per_gib",
     "logger_cpu_s_per_gib",
+    "logged_mb_per_s",
+    "disk_limit_mb_per_s",
+    "logged_over_disk_limit",
 ];
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -79,8 +96,9 @@ pub struct DownloadReport {
 }
 
 impl DownloadReport {
-    fn medians(&self) -> [f64; 8] {
-        let per_round: Vec<[f64; 8]> = self.rounds.iter().map(DownloadRound::figures).collect();
+    fn medians(&self) -> [f64; FIGURES] {
+        let per_round: Vec<[f64; FIGURES]> =
+            self.rounds.iter().map(DownloadRound::figures).collect();
         std::array::from_fn(|i| median(&per_round.iter().map(|f| f[i]).collect::<Vec<_>>()))
     }
 
@@ -107,8 +125,11 @@ impl DownloadReport {
             "CPU s/GiB",
             "reactor",
             "logger",
+            "logged MB/s",
+            "disk MB/s",
+            "of disk",
         ];
-        let row = |name: String, f: [f64; 8]| -> Vec<String> {
+        let row = |name: String, f: [f64; FIGURES]| -> Vec<String> {
             vec![
                 name,
                 num(f[0]),
@@ -119,6 +140,13 @@ impl DownloadReport {
                 fixed(f[5], 2),
                 fixed(f[6], 2),
                 fixed(f[7], 2),
+                num(f[8]),
+                num(f[9]),
+                if f[10].is_finite() {
+                    format!("{:.0}%", f[10] * 100.0)
+                } else {
+                    "-".into()
+                },
             ]
         };
         let mut rows: Vec<Vec<String>> = self
@@ -133,7 +161,12 @@ impl DownloadReport {
         out.push_str(
             "MB = 10^6 bytes; log B per B = bytes written to logs per byte relayed;\n\
              CPU s/GiB = CPU seconds of the proxy's own threads (reactor + logger, writing every \
-             log included) per GiB relayed.\n",
+             log included) per GiB relayed;\n\
+             logged MB/s = bytes relayed / time until every log was written (the download may end \
+             first: the log queue holds the rest);\n\
+             disk MB/s = the same, had the logs' bytes been written with no network and no \
+             formatting, measured right after (the most logging can do on this file system); \
+             of disk = logged / disk.\n",
         );
         let logs: u32 = self.rounds.iter().map(|r| r.logs_verified).sum();
         let _ = writeln!(
@@ -489,6 +522,9 @@ mod tests {
             reactor_cpu: 0.5,
             logger_cpu: logger,
             logs_verified: 1,
+            // Logged at 400 MB/s (of 1 GiB), where the disk alone took 1 s.
+            logged_secs: (1u64 << 30) as f64 / 400e6,
+            disk_secs: Some(1.0),
         }
     }
 
@@ -513,18 +549,18 @@ mod tests {
         assert!(lines[0].starts_with("tcpspy bench: 1 GiB per round over 1 connection"));
         assert_eq!(
             lines[2],
-            "round   direct MB/s  tcpspy MB/s  tcpspy/direct  log MB  log B per B  CPU s/GiB  reactor  logger"
+            "round   direct MB/s  tcpspy MB/s  tcpspy/direct  log MB  log B per B  CPU s/GiB  reactor  logger  logged MB/s  disk MB/s  of disk"
         );
         // Columns are right-aligned under their headers.
         assert_eq!(
             lines[3],
-            "1              5000          500         0.100x    6442         6.00       2.50     0.50    2.00"
+            "1              5000          500         0.100x    6442         6.00       2.50     0.50    2.00          400       1074      37%"
         );
         // Each column's median on its own: 5000 direct, 600 via tcpspy, ratio median 0.1
         // (0.1, 0.25, 0.1), 2.0 + 0.5 CPU.
         assert_eq!(
             lines[6],
-            "median         5000          600         0.100x    6442         6.00       2.50     0.50    2.00"
+            "median         5000          600         0.100x    6442         6.00       2.50     0.50    2.00          400       1074      37%"
         );
         assert!(t.contains("data verified: all 6 downloads (1 GiB each) arrived intact"));
         assert!(t.contains("so did the 3 binary log files"));

@@ -71,7 +71,10 @@ pub fn channel(bound: usize, chunk: usize, waker: Option<Arc<Waker>>) -> (Sender
         ready: Condvar::new(),
         used: AtomicUsize::new(0),
         bound,
-        keep_free: (bound / chunk.max(1)).clamp(4, 64),
+        // Enough to hold a full queue: when the logger lags (it usually does, it writes ~6
+        // bytes per byte), every chunk comes back, and a buffer freed only to be allocated
+        // again costs page faults on the reactor. The queue bound caps them either way.
+        keep_free: (bound / chunk.max(1)).saturating_add(2).max(4),
         waker,
     });
     (
