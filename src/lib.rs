@@ -64,11 +64,10 @@ impl Proxy {
         // Two sockets per connection and the log files: take every descriptor we may have,
         // then share them out so that neither can starve the other.
         let limit = sys::raise_nofile_limit().context("cannot read the descriptor limit")?;
-        let logging = config.formats.wants_data();
         let budget = sys::fd_budget(
             limit,
             config.rules.len() as u64,
-            logging,
+            config.formats.records(),
             config.max_open_files,
         );
         let (max_open_files, fd_conns) = budget.ok_or_else(|| {
@@ -109,6 +108,7 @@ impl Proxy {
                 max_open_files,
                 debug_delay: config.debug_log_delay,
                 stop_on_error: (config.on_log_error == LogErrorAction::Exit).then(|| stop.clone()),
+                stop: Some(stop.clone()),
                 label_prefix: config.reuse_port.then(|| std::process::id().to_string()),
             },
             Some(waker),
@@ -120,7 +120,7 @@ impl Proxy {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
             max_connections,
-            log_data: logging,
+            log_data: config.formats.wants_data(),
         };
         let reactor = Reactor::new(poll, stop, listeners, settings, logger.sender())
             .context("cannot register the listeners")?;

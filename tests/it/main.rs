@@ -2,6 +2,7 @@
 //! loopback.
 
 mod limits;
+mod live;
 mod pcap;
 mod relay;
 mod startup;
