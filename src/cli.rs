@@ -5,7 +5,7 @@
 //! it, resolves the target once (start-up, never on the reactor) and prepares the log directory.
 //! The pure parsers (`parse_*`) are apart so unit tests and the fuzzer reach them without I/O.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -22,6 +22,8 @@ Example:
       directions and one binary file per direction into ./logs
   tcpspy --listen 8080 --target db.example:5432 --log pcap --pcap - | wireshark -k -i -
       shows every relayed connection live in Wireshark, as TCP between the client and the target
+  tcpspy --listen 7379 --target 127.0.0.1:6379 --log none --text
+      prints what each side says as it is said, as text, writing no files
 
 To see what tcpspy costs on this machine, without any set-up: tcpspy bench
 
@@ -60,6 +62,16 @@ pub struct Args {
     /// directory
     #[arg(long = "pcap", value_name = "PATH|-")]
     pub pcap: Option<PathBuf>,
+
+    /// Print every chunk to stdout as it is relayed, as a hex dump (the layout of the log
+    /// files), each headed by its connection, direction and time
+    #[arg(short = 'x', long = "hexdump", conflicts_with = "text")]
+    pub hexdump: bool,
+
+    /// Print every chunk to stdout as it is relayed, as text: control and non-ASCII bytes are
+    /// escaped (\r, \t, \x1b), a newline is a line break
+    #[arg(long = "text")]
+    pub text: bool,
 
     /// Most bytes waiting for the logging thread; when full, tcpspy stops reading sockets until
     /// the logger catches up (nothing is dropped). Suffixes K, M, G (powers of 1024)
@@ -349,17 +361,59 @@ pub struct Formats {
     pub binary: bool,
     /// The one capture of the run (where it goes: [`Capture`]).
     pub pcap: bool,
+    /// The live view on stdout (`-x`, `--text`); it writes no file.
+    pub live: Option<Live>,
 }
 
 impl Formats {
-    /// True when some format needs the relayed bytes themselves, not only the connection events.
+    /// True when some output needs the relayed bytes themselves, not only the connection
+    /// events.
     pub fn wants_data(&self) -> bool {
+        self.records() || self.live.is_some()
+    }
+
+    /// True when something is recorded (`--log` is not `none`); the live view is not a record.
+    pub fn records(&self) -> bool {
         self.hex || self.binary || self.pcap
     }
 
+    /// `--log none`: nothing recorded (the live view may still be on).
     pub fn is_none(&self) -> bool {
-        !self.wants_data()
+        !self.records()
     }
+}
+
+/// The live view: every chunk printed to stdout as it is relayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Live {
+    pub mode: LiveMode,
+    /// ANSI colours per direction: stdout is a terminal and NO_COLOR is not set.
+    pub colour: bool,
+}
+
+/// How the live view shows a chunk's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveMode {
+    /// `-x`: `hexdump -C` lines, as in the hex dump files.
+    Hex,
+    /// `--text`: the bytes as text, everything unprintable escaped.
+    Text,
+}
+
+impl LiveMode {
+    /// The flag that asks for it, for messages.
+    pub fn flag(self) -> &'static str {
+        match self {
+            LiveMode::Hex => "-x/--hexdump",
+            LiveMode::Text => "--text",
+        }
+    }
+}
+
+/// Whether the live view is coloured: only on a terminal, and not when NO_COLOR is set to
+/// anything but the empty string (no-color.org).
+pub fn wants_colour(stdout_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(OsStr::is_empty)
 }
 
 impl fmt::Display for Formats {
@@ -484,6 +538,27 @@ impl Config {
                 parse_capture(p).with_context(|| format!("--pcap {:?}", p))?
             }
         };
+        let live_mode = match (args.hexdump, args.text) {
+            (true, _) => Some(LiveMode::Hex),
+            (false, true) => Some(LiveMode::Text),
+            (false, false) => None,
+        };
+        if let Some(mode) = live_mode {
+            if capture == Capture::Stdout {
+                bail!(
+                    "{} and --pcap - would both write to stdout; give the capture a file \
+                     (--pcap PATH)",
+                    mode.flag()
+                );
+            }
+            formats.live = Some(Live {
+                mode,
+                colour: wants_colour(
+                    std::io::stdout().is_terminal(),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                ),
+            });
+        }
         if capture == Capture::Stdout && std::io::stdout().is_terminal() {
             // A capture holds the network's bytes: on a terminal they would be escape codes.
             bail!("--pcap -: stdout is a terminal; pipe it (| wireshark -k -i -) or give a file");
@@ -683,7 +758,7 @@ pub fn parse_formats(s: &str) -> Result<Formats> {
             other => bail!("unknown format {other:?} (known: hex, binary, pcap, none)"),
         }
     }
-    if none && f.wants_data() {
+    if none && f.records() {
         bail!("`none` cannot be combined with other formats");
     }
     Ok(f)
@@ -780,8 +855,17 @@ fn check_capture_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The end of the "listening on" line: what is logged, and where.
+/// The end of the "listening on" line: what is logged, and where, and the live view.
 pub fn logging_summary(config: &Config) -> String {
+    let logs = logs_summary(config);
+    match config.formats.live.map(|l| l.mode) {
+        None => logs,
+        Some(LiveMode::Hex) => format!("{logs}; live hex dump on stdout"),
+        Some(LiveMode::Text) => format!("{logs}; live text on stdout"),
+    }
+}
+
+fn logs_summary(config: &Config) -> String {
     let f = config.formats;
     if f.is_none() {
         return "logging none".into();
@@ -945,7 +1029,8 @@ mod tests {
             Formats {
                 hex: true,
                 binary: true,
-                pcap: false
+                pcap: false,
+                live: None
             }
         );
         assert_eq!(
@@ -953,7 +1038,8 @@ mod tests {
             Formats {
                 hex: false,
                 binary: true,
-                pcap: false
+                pcap: false,
+                live: None
             }
         );
         assert!(parse_formats("none").unwrap().is_none());
@@ -1008,6 +1094,59 @@ mod tests {
         let missing = dir.path().join("no/such/dir/x.pcapng");
         let e = with(&["--pcap", missing.to_str().unwrap()]).unwrap_err();
         assert!(e.to_string().contains("is not a directory"), "{e}");
+    }
+
+    #[test]
+    fn live_view_flags() {
+        let base = ["-l", "1", "-t", "127.0.0.1:2", "--log", "none"];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            Config::from_args(args(&v))
+        };
+        let c = with(&[]).unwrap();
+        assert_eq!(c.formats.live, None);
+        assert!(!c.formats.wants_data());
+        // --log none -x: the bytes reach the logger, and still nothing is recorded.
+        let c = with(&["-x"]).unwrap();
+        assert_eq!(c.formats.live.map(|l| l.mode), Some(LiveMode::Hex));
+        assert!(c.formats.wants_data() && c.formats.is_none());
+        assert_eq!(c.formats.to_string(), "none");
+        assert_eq!(logging_summary(&c), "logging none; live hex dump on stdout");
+        let c = with(&["--text"]).unwrap();
+        assert_eq!(c.formats.live.map(|l| l.mode), Some(LiveMode::Text));
+        assert_eq!(logging_summary(&c), "logging none; live text on stdout");
+        assert!(parse_args(["tcpspy", "-x", "--text"]).is_err());
+        let e = Config::from_args(args(&[
+            "-l",
+            "1",
+            "-t",
+            "127.0.0.1:2",
+            "--log",
+            "pcap",
+            "--pcap",
+            "-",
+            "--hexdump",
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "-x/--hexdump and --pcap - would both write to stdout; give the capture a file \
+             (--pcap PATH)"
+        );
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        fn set(v: &str) -> Option<&OsStr> {
+            Some(OsStr::new(v))
+        }
+        assert!(wants_colour(true, None));
+        assert!(wants_colour(true, set("")), "an empty NO_COLOR is unset");
+        assert!(!wants_colour(true, set("1")));
+        assert!(!wants_colour(true, set("0")), "any value counts");
+        assert!(!wants_colour(false, None));
+        assert!(!wants_colour(false, set("")));
     }
 
     #[test]
@@ -1071,7 +1210,8 @@ mod tests {
             Formats {
                 hex: true,
                 binary: true,
-                pcap: false
+                pcap: false,
+                live: None
             }
         );
         assert_eq!(a.pcap, None);

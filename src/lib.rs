@@ -76,7 +76,7 @@ impl Proxy {
         let budget = sys::fd_budget(
             limit,
             config.rules.len() as u64 + pipes,
-            logging,
+            config.formats.records(),
             config.max_open_files,
         );
         let (max_open_files, fd_conns) = budget.ok_or_else(|| {
@@ -117,6 +117,7 @@ impl Proxy {
                 max_open_files,
                 debug_delay: config.debug_log_delay,
                 stop_on_error: (config.on_log_error == LogErrorAction::Exit).then(|| stop.clone()),
+                stop: Some(stop.clone()),
                 label_prefix: config.reuse_port.then(|| std::process::id().to_string()),
                 connection_lines: config.connection_lines,
             },

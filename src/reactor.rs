@@ -59,7 +59,8 @@ pub struct Settings {
     /// Connections relayed at once; past it the listeners are left alone (the kernel's
     /// backlog holds new clients) until one ends.
     pub max_connections: usize,
-    /// False with `--log none`: the relayed bytes are not copied to the logger at all.
+    /// False with `--log none` and no live view: the relayed bytes are not copied to the
+    /// logger at all.
     pub log_data: bool,
     /// Splice bytes nobody logs from socket to socket through a pipe (see [`Pool`]).
     pub splice: bool,

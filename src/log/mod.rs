@@ -8,7 +8,7 @@
 //! shows traffic live) and there is nothing to flush at the end but closing.
 //!
 //! One module per output: [`hexdump`], [`binary`], [`pcap`] (the capture of the run),
-//! [`index`] (`connections.jsonl`),
+//! [`index`] (`connections.jsonl`), [`live`] (the live view on stdout),
 //! [`report`] (the stderr lines). [`files`]
 //! owns the descriptors, [`queue`] the hand-off, [`naming`] and [`stamp`] the pure formatting.
 
@@ -17,6 +17,7 @@ pub mod event;
 pub mod files;
 pub mod hexdump;
 pub mod index;
+pub mod live;
 pub mod naming;
 pub mod pcap;
 pub mod queue;
@@ -59,6 +60,8 @@ pub struct LogConfig {
     pub stop_on_error: Option<StopHandle>,
     /// Print the `#0001 open`/`closed` lines on stderr.
     pub connection_lines: bool,
+    /// Stops the proxy when the live view's reader goes away (`tcpspy -x | head`).
+    pub stop: Option<StopHandle>,
     /// Put before connection numbers (`4242-0001`) so that processes sharing a port
     /// (`--reuse-port`) never write the same file name.
     pub label_prefix: Option<String>,
@@ -219,6 +222,9 @@ impl Logger {
             outputs.push(Box::new(index::Index::new(
                 cfg.rules.iter().map(|r| r.listen).collect(),
             )));
+        }
+        if let Some(l) = cfg.formats.live {
+            outputs.push(Box::new(live::LiveView::new(l, cfg.stop.clone())));
         }
         if cfg.connection_lines {
             outputs.push(Box::new(report::Report));

@@ -10,10 +10,7 @@ pub struct Report;
 
 impl Output for Report {
     fn open(&mut self, conn: &mut ConnInfo, _io: &mut Io) {
-        eprint_line(&format!(
-            "#{} open {} -> {}",
-            conn.label, conn.client, conn.target
-        ));
+        eprint_line(&open_line(conn));
     }
 
     fn close(&mut self, conn: &ConnInfo, closed: &Closed, io: &mut Io) {
@@ -21,6 +18,11 @@ impl Output for Report {
         io.report_errors();
         eprint_line(&closed_line(conn, closed));
     }
+}
+
+/// `#0001 open 127.0.0.1:41126 -> 127.0.0.1:8000`
+pub fn open_line(conn: &ConnInfo) -> String {
+    format!("#{} open {} -> {}", conn.label, conn.client, conn.target)
 }
 
 /// `#0001 closed 127.0.0.1:41126 -> 127.0.0.1:8000 after 0.006819s: client sent 87 bytes,

@@ -45,9 +45,13 @@ fn downloads_verify_and_clean_up() {
         .lines()
         .find(|l| l.starts_with("median"))
         .expect("a median row");
-    // median, direct, proxied, ratio, log MB, log per byte, CPU, reactor, logger.
+    // median, direct, proxied, ratio, log MB, log per byte, CPU, reactor, logger, logged,
+    // disk limit, fraction of it.
     let cells: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(cells.len(), 9, "{row}");
+    assert_eq!(cells.len(), 12, "{row}");
+    let (logged, disk): (f64, f64) = (cells[9].parse().unwrap(), cells[10].parse().unwrap());
+    assert!(logged > 0.0 && disk > 0.0, "{row}");
+    assert!(cells[11].ends_with('%'), "{row}");
     let log_per_byte: f64 = cells[5].parse().unwrap();
     assert!(
         (4.0..8.0).contains(&log_per_byte),

@@ -6,6 +6,7 @@ mod bench;
 mod forwards;
 mod hostile;
 mod limits;
+mod live;
 mod parsers;
 mod pcap;
 mod relay;

@@ -1,0 +1,385 @@
+//! The live view (`-x/--hexdump`, `--text`): every chunk printed to stdout as the logging
+//! thread gets it, headed by its connection number, direction and time, between the
+//! connection's open and closed lines (those of stderr) so that the view reads on its own.
+//!
+//! ```text
+//! #0001 open 127.0.0.1:41126 -> 127.0.0.1:8000
+//! #0001 client 127.0.0.1:41126 -> server 127.0.0.1:8000, 18 bytes (#0, 00000000) at 2026.11.29-10.23.40.478786
+//! 00000000  47 45 54 20 2f 20 48 54  54 50 2f 31 2e 30 0d 0a  |GET / HTTP/1.0..|
+//! 00000010  0d 0a                                             |..|
+//! #0001 closed 127.0.0.1:41126 -> 127.0.0.1:8000 after 0.006819s: ...
+//! ```
+//! `(#n, OFFSET)` are the chunk's number and offset in its direction, as in the hex dump file.
+//! `-x` shows the bytes as the hex dump files do ([`hexdump::dump`]); `--text` as text in which
+//! only printable ASCII and newlines reach the terminal as they are: every other byte is
+//! escaped (`\r`, `\t`, `\\`, `\xNN`), ESC included, so a peer can neither move the cursor nor
+//! retitle the window. A chunk that does not end in a newline gets one, so that each header
+//! starts a line; the header's byte count is exact.
+//!
+//! On a terminal without NO_COLOR each direction has its colour (client red, server blue, as
+//! Wireshark's Follow Stream shows them), set and reset on every line so that a view cut off
+//! anywhere never leaves the terminal coloured.
+//!
+//! Output is built in a buffer and written at the end of each batch of events, or sooner when
+//! it passes [`WRITE_AT`], with blocking writes: a terminal that cannot keep up holds the
+//! logging thread back, which fills the queue and pauses the relay; the view never drops a
+//! chunk. A closed stdout (`tcpspy -x | head`) stops the proxy quietly.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::time::SystemTime;
+
+use crate::cli::{Live, LiveMode};
+use crate::conn::Dir;
+use crate::reactor::StopHandle;
+use crate::sys;
+
+use super::stamp::Stamper;
+use super::{Closed, ConnInfo, Io, Output, eprint_line, hexdump, report};
+
+/// Bytes of output after which a batch is written out before its end: a batch can hold the
+/// whole log queue, and its hex dump is five times that.
+pub const WRITE_AT: usize = 256 << 10;
+
+const RESET: &[u8] = b"\x1b[0m";
+
+/// A direction's colours: the header's (bold), then the body's.
+fn colours(dir: Dir) -> (&'static [u8], &'static [u8]) {
+    match dir {
+        Dir::ClientToServer => (b"\x1b[1;31m", b"\x1b[31m"),
+        Dir::ServerToClient => (b"\x1b[1;34m", b"\x1b[34m"),
+    }
+}
+
+/// Formats the live view; pure, so tests reach it without a stdout.
+pub struct Format {
+    live: Live,
+    stamper: Stamper,
+    /// A chunk's lines before they are coloured.
+    lines: Vec<u8>,
+}
+
+impl Format {
+    pub fn new(live: Live) -> Format {
+        Format {
+            live,
+            stamper: Stamper::default(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// Appends a chunk: its header, then its bytes as hex dump lines or text.
+    pub fn chunk(
+        &mut self,
+        out: &mut Vec<u8>,
+        conn: &ConnInfo,
+        dir: Dir,
+        at: SystemTime,
+        bytes: &[u8],
+    ) {
+        if !self.live.colour {
+            header(out, &mut self.stamper, conn, dir, at, bytes.len());
+            body(self.live.mode, bytes, out);
+            return;
+        }
+        let (head, rest) = colours(dir);
+        self.lines.clear();
+        header(
+            &mut self.lines,
+            &mut self.stamper,
+            conn,
+            dir,
+            at,
+            bytes.len(),
+        );
+        paint(&self.lines, head, out);
+        self.lines.clear();
+        body(self.live.mode, bytes, &mut self.lines);
+        paint(&self.lines, rest, out);
+        if self.lines.capacity() > WRITE_AT {
+            // One large chunk must not keep its size of memory for the rest of the run.
+            self.lines = Vec::new();
+        }
+    }
+
+    /// Appends one uncoloured line (the connection's open and closed lines).
+    pub fn line(&self, out: &mut Vec<u8>, line: &str) {
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+}
+
+/// Appends `#0001 client 127.0.0.1:41126 -> server 127.0.0.1:8000, 18 bytes (#0, 00000000)
+/// at TIME`: the chunk's number and offset are those of the hex dump file.
+pub fn header(
+    out: &mut Vec<u8>,
+    stamper: &mut Stamper,
+    conn: &ConnInfo,
+    dir: Dir,
+    at: SystemTime,
+    len: usize,
+) {
+    let (src, dst) = (dir.source(), dir.source().other());
+    let i = dir.index();
+    let line = format!(
+        "#{} {} {} -> {} {}, {len} bytes (#{}, {:08X}) at ",
+        conn.label,
+        src.name(),
+        conn.peer(src),
+        dst.name(),
+        conn.peer(dst),
+        conn.chunks[i],
+        conn.offsets[i],
+    );
+    out.extend_from_slice(line.as_bytes());
+    stamper.write(at, out);
+    out.push(b'\n');
+}
+
+fn body(mode: LiveMode, bytes: &[u8], out: &mut Vec<u8>) {
+    match mode {
+        LiveMode::Hex => hexdump::dump(bytes, out),
+        LiveMode::Text => text(bytes, out),
+    }
+}
+
+/// Appends `data` as text: printable ASCII as it is, `\n` as a line break, `\r`, `\t` and `\\`
+/// as those two characters, any other byte (controls, ESC, DEL, non-ASCII) as `\xNN`. Ends
+/// with a line break, added if the data has none.
+pub fn text(data: &[u8], out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(data.len() + data.len() / 8 + 1);
+    for &b in data {
+        match b {
+            b'\n' => out.push(b'\n'),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x20..=0x7e => out.push(b),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                DIGITS[usize::from(b >> 4)],
+                DIGITS[usize::from(b & 15)],
+            ]),
+        }
+    }
+    if data.last().is_some_and(|&b| b != b'\n') {
+        out.push(b'\n');
+    }
+}
+
+/// Appends `lines` (each ending in a newline) with every non-empty line between `colour` and
+/// a reset.
+pub fn paint(lines: &[u8], colour: &[u8], out: &mut Vec<u8>) {
+    out.reserve(lines.len() + 16 * lines.len().div_ceil(hexdump::LINE));
+    for line in lines.split_inclusive(|&b| b == b'\n') {
+        let bare = line.strip_suffix(b"\n").unwrap_or(line);
+        if !bare.is_empty() {
+            out.extend_from_slice(colour);
+            out.extend_from_slice(bare);
+            out.extend_from_slice(RESET);
+        }
+        if bare.len() < line.len() {
+            out.push(b'\n');
+        }
+    }
+}
+
+/// The live view output: formats into a buffer, writes it to its own descriptor of stdout.
+pub struct LiveView {
+    format: Format,
+    /// `None` before the start, and for good after a failed write.
+    out: Option<File>,
+    buf: Vec<u8>,
+    stop: Option<StopHandle>,
+}
+
+impl LiveView {
+    /// `stop` ends the run when stdout's reader goes away.
+    pub fn new(live: Live, stop: Option<StopHandle>) -> LiveView {
+        LiveView {
+            format: Format::new(live),
+            out: None,
+            buf: Vec::new(),
+            stop,
+        }
+    }
+
+    /// Writes the buffer out, waiting for the reader; a failed write turns the view off.
+    fn write_out(&mut self, io: &mut Io) {
+        let Some(out) = &mut self.out else {
+            self.buf.clear();
+            return;
+        };
+        if self.buf.is_empty() {
+            return;
+        }
+        let r = sys::write_all_waiting(out, &self.buf);
+        self.buf.clear();
+        if self.buf.capacity() > 4 * WRITE_AT {
+            self.buf = Vec::new();
+        }
+        if let Err(e) = r {
+            self.out = None;
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                // `tcpspy -x | head`: the reader has seen what it wanted, and the view was the
+                // point of the run. Not an error: the run ends as if stopped by a signal.
+                if let Some(stop) = &self.stop {
+                    stop.stop();
+                }
+            } else {
+                failed(&e, io);
+            }
+        }
+    }
+}
+
+fn failed(e: &io::Error, io: &mut Io) {
+    io.reported += 1;
+    eprint_line(&format!(
+        "tcpspy: live view on stdout: {e}; nothing more is written to it"
+    ));
+}
+
+impl Output for LiveView {
+    fn start(&mut self, io: &mut Io) {
+        // A descriptor of our own: std's stdout is line-buffered, and takes a lock per write.
+        match io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => self.out = Some(File::from(fd)),
+            Err(e) => failed(&e, io),
+        }
+    }
+
+    fn open(&mut self, conn: &mut ConnInfo, _io: &mut Io) {
+        if self.out.is_some() {
+            self.format.line(&mut self.buf, &report::open_line(conn));
+        }
+    }
+
+    fn data(&mut self, conn: &ConnInfo, dir: Dir, at: SystemTime, bytes: &[u8], io: &mut Io) {
+        if self.out.is_none() {
+            return;
+        }
+        self.format.chunk(&mut self.buf, conn, dir, at, bytes);
+        if self.buf.len() >= WRITE_AT {
+            self.write_out(io);
+        }
+    }
+
+    fn close(&mut self, conn: &ConnInfo, closed: &Closed, _io: &mut Io) {
+        if self.out.is_some() {
+            self.format
+                .line(&mut self.buf, &report::closed_line(conn, closed));
+        }
+    }
+
+    fn flush(&mut self, io: &mut Io) {
+        self.write_out(io);
+    }
+
+    fn finish(&mut self, io: &mut Io) {
+        self.write_out(io);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn texted(data: &[u8]) -> String {
+        let mut v = Vec::new();
+        text(data, &mut v);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn text_escapes_all_but_printable_ascii() {
+        assert_eq!(
+            texted(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            "GET / HTTP/1.1\\r\nHost: x\\r\n\\r\n"
+        );
+        assert_eq!(
+            texted(b"\x1b[2J\x1b]0;pwned\x07"),
+            "\\x1b[2J\\x1b]0;pwned\\x07\n"
+        );
+        assert_eq!(texted(b"a\x00b\tc\\d\x7f"), "a\\x00b\\tc\\\\d\\x7f\n");
+        assert_eq!(
+            texted("café €".as_bytes()),
+            "caf\\xc3\\xa9 \\xe2\\x82\\xac\n"
+        );
+        assert_eq!(texted(b"\n\n"), "\n\n");
+        assert_eq!(texted(b""), "");
+        // Whatever the bytes, the output is printable ASCII and line breaks only.
+        let all: Vec<u8> = (0..=255u8).collect();
+        let t = texted(&all);
+        assert!(t.bytes().all(|b| b == b'\n' || (0x20..0x7f).contains(&b)));
+        assert_eq!(t.matches('\n').count(), 2, "the one newline, and one added");
+    }
+
+    #[test]
+    fn paint_wraps_each_line() {
+        let mut out = Vec::new();
+        paint(b"one\n\ntwo\n", b"\x1b[31m", &mut out);
+        assert_eq!(out, b"\x1b[31mone\x1b[0m\n\n\x1b[31mtwo\x1b[0m\n");
+    }
+
+    fn conn() -> ConnInfo {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        ConnInfo {
+            id: 7,
+            label: "0007".into(),
+            rule: 0,
+            target_name: "127.0.0.1:8000".into(),
+            client: "127.0.0.1:41126".parse().unwrap(),
+            target: "[::1]:8000".parse::<SocketAddr>().unwrap(),
+            local: "127.0.0.1:40000".parse().unwrap(),
+            started: t,
+            connected: Some(t),
+            chunks: [2, 0],
+            offsets: [0x1234, 0],
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn chunks_plain_and_coloured() {
+        let c = conn();
+        let t = c.started;
+        let stamp = Stamper::default().string(t);
+        let mut f = Format::new(Live {
+            mode: LiveMode::Hex,
+            colour: false,
+        });
+        let mut out = Vec::new();
+        f.chunk(&mut out, &c, Dir::ClientToServer, t, b"hi\r\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "#0007 client 127.0.0.1:41126 -> server [::1]:8000, 4 bytes (#2, 00001234) at {stamp}\n\
+                 00000000  68 69 0d 0a                                       |hi..|\n"
+            )
+        );
+        let mut f = Format::new(Live {
+            mode: LiveMode::Text,
+            colour: true,
+        });
+        let mut out = Vec::new();
+        f.chunk(&mut out, &c, Dir::ServerToClient, t, b"ok\x1b\n\nmore");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "\x1b[1;34m#0007 server [::1]:8000 -> client 127.0.0.1:41126, 9 bytes (#0, 00000000) at {stamp}\x1b[0m\n\
+                 \x1b[34mok\\x1b\x1b[0m\n\
+                 \n\
+                 \x1b[34mmore\x1b[0m\n"
+            )
+        );
+        let mut out = Vec::new();
+        f.line(&mut out, &report::open_line(&c));
+        assert_eq!(out, b"#0007 open 127.0.0.1:41126 -> [::1]:8000\n");
+    }
+}
