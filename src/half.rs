@@ -192,51 +192,39 @@ impl Half {
             }
             self.unhold(tap);
             *budget -= 1;
-            if !tap.wants_data()
-                && let Some(pipe) = pool.get_pipe()
-            {
-                match src.sock.splice_in(&pipe, pool.pipe_size()) {
-                    Ok(0) => {
-                        pool.put_pipe(pipe, true);
-                        self.state = State::Flushing;
-                        tap.end(src.side, &End::Fin);
-                    }
-                    Ok(n) => {
-                        self.bytes += n as u64;
-                        self.flight = Some(Flight::Pipe(pipe));
-                        self.pos = 0;
-                        self.len = n;
-                    }
-                    Err(e) => {
-                        pool.put_pipe(pipe, true);
-                        match e.kind() {
-                            io::ErrorKind::WouldBlock => {
-                                src.readable = false;
-                                return Ok(Pump::Waiting);
-                            }
-                            io::ErrorKind::Interrupted => {}
-                            _ => return Err(Fault::new(src.side, End::from_error(&e))),
-                        }
-                    }
+            // Nobody needs the bytes: splice them through a pipe if the pool has one.
+            let pipe = if tap.wants_data() {
+                None
+            } else {
+                pool.get_pipe()
+            };
+            let (got, flight) = match pipe {
+                Some(pipe) => (
+                    src.sock.splice_in(&pipe, pool.pipe_size()),
+                    Flight::Pipe(pipe),
+                ),
+                None => {
+                    let mut buf = pool.get();
+                    (src.sock.read(&mut buf), Flight::Buf(buf))
                 }
-                continue;
-            }
-            let mut buf = pool.get();
-            match src.sock.read(&mut buf) {
-                Ok(0) => {
-                    pool.put(buf);
-                    self.state = State::Flushing;
-                    tap.end(src.side, &End::Fin);
-                }
-                Ok(n) => {
-                    tap.data(self.dir, &buf[..n]);
+            };
+            match got {
+                Ok(n) if n > 0 => {
+                    if let Flight::Buf(buf) = &flight {
+                        tap.data(self.dir, &buf[..n]);
+                    }
                     self.bytes += n as u64;
-                    self.flight = Some(Flight::Buf(buf));
+                    self.flight = Some(flight);
                     self.pos = 0;
                     self.len = n;
                 }
+                Ok(_) => {
+                    give_back(pool, flight);
+                    self.state = State::Flushing;
+                    tap.end(src.side, &End::Fin);
+                }
                 Err(e) => {
-                    pool.put(buf);
+                    give_back(pool, flight);
                     match e.kind() {
                         io::ErrorKind::WouldBlock => {
                             src.readable = false;
@@ -248,5 +236,13 @@ impl Half {
                 }
             }
         }
+    }
+}
+
+/// Returns an empty buffer or pipe to the pool.
+fn give_back(pool: &mut Pool, flight: Flight) {
+    match flight {
+        Flight::Buf(b) => pool.put(b),
+        Flight::Pipe(p) => pool.put_pipe(p, true),
     }
 }

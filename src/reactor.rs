@@ -332,6 +332,19 @@ impl Reactor {
             } else {
                 Some(Duration::ZERO)
             };
+            // The logger is woken when what is queued for it is due (see `wake_due`): poll
+            // no longer than that.
+            let timeout = match self.log.wake_due() {
+                Some(due) if due <= Instant::now() => {
+                    self.log.wake_logger();
+                    timeout
+                }
+                Some(due) => {
+                    let left = due.saturating_duration_since(Instant::now());
+                    Some(timeout.map_or(left, |t| t.min(left)))
+                }
+                None => timeout,
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;

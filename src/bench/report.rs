@@ -1,6 +1,7 @@
 //! What the bench found, and its two renderings: the table for people and JSON for machines.
 //! Pure: the figures come in as plain numbers, so the formatting is tested without sockets.
 
+use crate::log::index::json_str;
 use std::fmt::Write as _;
 
 use super::stats::{Latency, mb_per_s, median, secs_per_gib};
@@ -413,27 +414,6 @@ impl Obj {
     fn finish(self) -> String {
         format!("{{{}}}", self.fields.join(","))
     }
-}
-
-/// A JSON string literal.
-pub fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Left-aligns the first column, right-aligns the others.

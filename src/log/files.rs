@@ -67,54 +67,48 @@ impl Files {
     /// Creates a new file at `path`, or at `path.1`, `path.2`, ... if that name is taken: a log
     /// is never overwritten or appended to by another connection.
     pub fn create(&mut self, path: PathBuf) -> (FileId, Option<FileError>) {
-        let mut entry = Entry {
-            path,
-            file: None,
-            used: 0,
-            failed: false,
-        };
-        let mut err = None;
-        match self.open_with_room(|| create_unique(&entry.path)) {
-            Ok((file, path)) => {
-                entry.path = path;
-                entry.file = Some(file);
-            }
-            Err(error) => {
-                entry.failed = true;
-                err = Some(FileError {
-                    path: entry.path.clone(),
-                    error,
-                });
-            }
-        }
-        let key = self.entries.insert(entry);
-        if self.entries[key].file.is_some() {
-            self.touch(key);
-        }
-        (FileId(key), err)
+        self.add(path, create_unique)
     }
 
     /// Opens `path` for appending, creating it (mode 0600) if missing: for files that many
     /// runs share, such as the connection index.
     pub fn open_append(&mut self, path: PathBuf) -> (FileId, Option<FileError>) {
-        let mut entry = Entry {
-            path,
-            file: None,
-            used: 0,
-            failed: false,
-        };
-        let mut err = None;
-        let path = entry.path.clone();
-        match self.open_with_room(|| reopen(&path)) {
-            Ok(file) => entry.file = Some(file),
+        self.add(path, |p| reopen(p).map(|f| (f, p.to_path_buf())))
+    }
+
+    /// Opens a file with `open` (which may pick another name) and adds it to the set; a file
+    /// that cannot be opened is kept as failed, its error returned once.
+    fn add(
+        &mut self,
+        path: PathBuf,
+        open: impl Fn(&Path) -> io::Result<(File, PathBuf)>,
+    ) -> (FileId, Option<FileError>) {
+        let (entry, err) = match self.open_with_room(|| open(&path)) {
+            Ok((file, path)) => (
+                Entry {
+                    path,
+                    file: Some(file),
+                    used: 0,
+                    failed: false,
+                },
+                None,
+            ),
             Err(error) => {
-                entry.failed = true;
-                err = Some(FileError {
-                    path: entry.path.clone(),
+                let err = FileError {
+                    path: path.clone(),
                     error,
-                });
+                };
+                (
+                    Entry {
+                        path,
+                        file: None,
+                        used: 0,
+                        failed: true,
+                    },
+                    Some(err),
+                )
             }
-        }
+        };
         let key = self.entries.insert(entry);
         if self.entries[key].file.is_some() {
             self.touch(key);

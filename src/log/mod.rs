@@ -262,6 +262,7 @@ impl Logger {
         match self.handle.take() {
             Some(h) => {
                 self.tx.send(Event::Stop);
+                self.tx.wake_logger();
                 h.join().unwrap_or_default()
             }
             None => LogStats::default(),

@@ -14,10 +14,15 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use mio::Waker;
 
 use super::event::Event;
+
+/// Longest an event waits before the logger is woken for it (when less than a chunk is
+/// queued): a connection's lines reach stderr at most this late.
+pub const WAKE_DELAY: Duration = Duration::from_millis(2);
 
 /// Bytes charged for an event besides its payload, so that a flood of tiny chunks is bounded too.
 pub const EVENT_OVERHEAD: usize = 64;
@@ -29,6 +34,8 @@ struct Inner {
     reactor_waiting: bool,
     /// Times the reactor found the queue full (each is one pause of all reads).
     stalls: u64,
+    /// When the first event the logger has not been woken for was queued.
+    unwoken_since: Option<Instant>,
 }
 
 struct Shared {
@@ -37,6 +44,8 @@ struct Shared {
     /// Bytes queued or being written by the logger.
     used: AtomicUsize,
     bound: usize,
+    /// Queued bytes past which the logger is woken at once.
+    wake_bytes: usize,
     keep_free: usize,
     waker: Option<Arc<Waker>>,
 }
@@ -67,10 +76,12 @@ pub fn channel(bound: usize, chunk: usize, waker: Option<Arc<Waker>>) -> (Sender
             logger_waiting: false,
             reactor_waiting: false,
             stalls: 0,
+            unwoken_since: None,
         }),
         ready: Condvar::new(),
         used: AtomicUsize::new(0),
         bound,
+        wake_bytes: chunk.min(bound / 2).max(1),
         // Enough to hold a full queue: when the logger lags (it usually does, it writes ~6
         // bytes per byte), every chunk comes back, and a buffer freed only to be allocated
         // again costs page faults on the reactor. The queue bound caps them either way.
@@ -126,9 +137,33 @@ impl Sender {
     fn push(&self, inner: &mut Inner, event: Event, cost: usize) {
         self.shared.used.fetch_add(cost, Ordering::AcqRel);
         inner.events.push_back(event);
-        if inner.logger_waiting {
+        if inner.unwoken_since.is_none() {
+            inner.unwoken_since = Some(Instant::now());
+        }
+    }
+
+    /// Wakes the logger if it waits and there is something for it.
+    pub fn wake_logger(&self) {
+        let mut inner = self.shared.lock();
+        inner.unwoken_since = None;
+        if inner.logger_waiting && !inner.events.is_empty() {
             inner.logger_waiting = false;
             self.shared.ready.notify_one();
+        }
+    }
+
+    /// When the logger must be woken for what is queued: at once if the queue holds a chunk's
+    /// worth or is full, else [`WAKE_DELAY`] after the first event it has not been woken for.
+    /// The reactor wakes it then, not per event: a wake-up per event cost a futex call and
+    /// a switch to the logging thread, on a core the relay wanted, for one line at a time
+    /// (two per connection when connections come and go by the thousand).
+    pub fn wake_due(&self) -> Option<Instant> {
+        let inner = self.shared.lock();
+        let since = inner.unwoken_since?;
+        if self.shared.used.load(Ordering::Acquire) >= self.shared.wake_bytes || inner.reactor_waiting {
+            Some(since)
+        } else {
+            Some(since + WAKE_DELAY)
         }
     }
 
@@ -227,6 +262,7 @@ mod tests {
             batch.len()
         });
         data(&tx, 10);
+        tx.wake_logger();
         assert_eq!(t.join().ok(), Some(1));
     }
 }

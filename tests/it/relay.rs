@@ -17,20 +17,7 @@ fn random_data_both_ways_at_once() {
     let up = data(1, 6 << 20);
     let down = data(2, 5 << 20);
 
-    let down2 = down.clone();
-    let server = thread::spawn(move || {
-        let mut s = accept(&target);
-        let writer = send_then_shutdown(s.try_clone().unwrap(), down2);
-        let got = read_to_end(&mut s).unwrap();
-        writer.join().unwrap().unwrap();
-        got
-    });
-    let mut c = connect(spy.addr);
-    let writer = send_then_shutdown(c.try_clone().unwrap(), up.clone());
-    let got_down = read_to_end(&mut c).unwrap();
-    writer.join().unwrap().unwrap();
-    let got_up = server.join().unwrap();
-
+    let (got_up, got_down) = both_ways(spy.addr, target, &up, &down);
     assert_eq!(sha(&got_up), sha(&up), "client to server");
     assert_eq!(sha(&got_down), sha(&down), "server to client");
     let line = spy.wait_closed(1);
@@ -321,19 +308,8 @@ fn unlogged_relay_with_and_without_splice() {
         let mut spy = Spy::start(&args);
         let up = data(31, 24 << 20);
         let down = data(32, 40 << 20);
-        let down2 = down.clone();
-        let server = thread::spawn(move || {
-            let mut s = accept(&target);
-            let writer = send_then_shutdown(s.try_clone().unwrap(), down2);
-            let got = read_to_end(&mut s).unwrap();
-            writer.join().unwrap().unwrap();
-            got
-        });
-        let mut c = connect(spy.addr);
-        let writer = send_then_shutdown(c.try_clone().unwrap(), up.clone());
-        let got_down = read_to_end(&mut c).unwrap();
-        writer.join().unwrap().unwrap();
-        assert_eq!(sha(&server.join().unwrap()), sha(&up), "{extra:?}");
+        let (got_up, got_down) = both_ways(spy.addr, target, &up, &down);
+        assert_eq!(sha(&got_up), sha(&up), "{extra:?}");
         assert_eq!(sha(&got_down), sha(&down), "{extra:?}");
         let line = spy.wait_closed(1);
         assert!(

@@ -319,6 +319,30 @@ pub fn send_then_shutdown(mut s: TcpStream, data: Vec<u8>) -> thread::JoinHandle
     })
 }
 
+/// One connection through `proxy` to the server behind `target`: the client sends `up` and the
+/// server `down`, both at once, each half-closing when done. Returns what the server and the
+/// client received.
+pub fn both_ways(
+    proxy: SocketAddr,
+    target: TcpListener,
+    up: &[u8],
+    down: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let down = down.to_vec();
+    let server = thread::spawn(move || {
+        let mut s = accept(&target);
+        let writer = send_then_shutdown(s.try_clone().unwrap(), down);
+        let got = read_to_end(&mut s).unwrap();
+        writer.join().unwrap().unwrap();
+        got
+    });
+    let mut c = connect(proxy);
+    let writer = send_then_shutdown(c.try_clone().unwrap(), up.to_vec());
+    let got_down = read_to_end(&mut c).unwrap();
+    writer.join().unwrap().unwrap();
+    (server.join().unwrap(), got_down)
+}
+
 /// The log files of connection `n` in `dir`: (hex dump, binary client-to-server, binary
 /// server-to-client). The server-to-client binary file is the one named after the target.
 pub fn log_files(dir: &Path, n: u64, target: SocketAddr) -> (PathBuf, PathBuf, PathBuf) {
