@@ -70,6 +70,8 @@ pub struct Half {
     state: State,
     /// Why reading is paused, if it is.
     held: Option<Hold>,
+    /// The last read filled its buffer: the source is streaming, worth splicing.
+    bulk: bool,
     /// Bytes read from the source so far.
     pub bytes: u64,
 }
@@ -83,6 +85,7 @@ impl Half {
             len: 0,
             state: State::Open,
             held: None,
+            bulk: false,
             bytes: 0,
         }
     }
@@ -192,11 +195,12 @@ impl Half {
             }
             self.unhold(tap);
             *budget -= 1;
-            // Nobody needs the bytes: splice them through a pipe if the pool has one.
-            let pipe = if tap.wants_data() {
-                None
-            } else {
+            // Nobody needs the bytes and they come in bulk: splice them through a pipe if the
+            // pool has one. Small exchanges stay with read/write, which costs them less.
+            let pipe = if self.bulk && !tap.wants_data() {
                 pool.get_pipe()
+            } else {
+                None
             };
             let (got, flight) = match pipe {
                 Some(pipe) => (
@@ -210,8 +214,13 @@ impl Half {
             };
             match got {
                 Ok(n) if n > 0 => {
-                    if let Flight::Buf(buf) = &flight {
-                        tap.data(self.dir, &buf[..n]);
+                    match &flight {
+                        Flight::Buf(buf) => {
+                            tap.data(self.dir, &buf[..n]);
+                            // A full buffer: the source has more than one read's worth.
+                            self.bulk = n == buf.len();
+                        }
+                        Flight::Pipe(_) => self.bulk = n >= pool.buffer_size(),
                     }
                     self.bytes += n as u64;
                     self.flight = Some(flight);
