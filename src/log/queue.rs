@@ -160,7 +160,9 @@ impl Sender {
     pub fn wake_due(&self) -> Option<Instant> {
         let inner = self.shared.lock();
         let since = inner.unwoken_since?;
-        if self.shared.used.load(Ordering::Acquire) >= self.shared.wake_bytes || inner.reactor_waiting {
+        if self.shared.used.load(Ordering::Acquire) >= self.shared.wake_bytes
+            || inner.reactor_waiting
+        {
             Some(since)
         } else {
             Some(since + WAKE_DELAY)
