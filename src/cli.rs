@@ -283,17 +283,8 @@ impl BenchConfig {
             );
         }
         let formats = parse_formats(&args.log).with_context(|| format!("--log {:?}", args.log))?;
-        let log_queue = parse_size(&args.log_queue)
-            .with_context(|| format!("--log-queue {:?}", args.log_queue))?;
-        let buffer_size = parse_size(&args.buffer_size)
-            .with_context(|| format!("--buffer-size {:?}", args.buffer_size))?;
-        // The proxy checks this too, but only after the first direct download.
-        if !(512..=16 << 20).contains(&buffer_size) {
-            bail!(
-                "--buffer-size {:?}: must be between 512 and 16M",
-                args.buffer_size
-            );
-        }
+        // The proxy checks these too, but only after the first direct download.
+        let (log_queue, buffer_size) = parse_queue_and_buffer(&args.log_queue, &args.buffer_size)?;
         let mode = if args.rtt {
             let sizes = parse_size_list(&args.rtt_sizes)
                 .with_context(|| format!("--rtt-sizes {:?}", args.rtt_sizes))?;
@@ -563,16 +554,7 @@ impl Config {
             // A capture holds the network's bytes: on a terminal they would be escape codes.
             bail!("--pcap -: stdout is a terminal; pipe it (| wireshark -k -i -) or give a file");
         }
-        let log_queue = parse_size(&args.log_queue)
-            .with_context(|| format!("--log-queue {:?}", args.log_queue))?;
-        let buffer_size = parse_size(&args.buffer_size)
-            .with_context(|| format!("--buffer-size {:?}", args.buffer_size))?;
-        if !(512..=16 << 20).contains(&buffer_size) {
-            bail!(
-                "--buffer-size {:?}: must be between 512 and 16M",
-                args.buffer_size
-            );
-        }
+        let (log_queue, buffer_size) = parse_queue_and_buffer(&args.log_queue, &args.buffer_size)?;
         let connect_timeout = parse_duration(&args.connect_timeout)
             .with_context(|| format!("--connect-timeout {:?}", args.connect_timeout))?;
         let idle_timeout = match args.idle_timeout.trim() {
@@ -648,6 +630,17 @@ fn rewrite_legacy_flag(arg: OsString) -> OsString {
     } else {
         arg
     }
+}
+
+/// Parses `--log-queue` and `--buffer-size` (512 bytes to 16 MiB).
+fn parse_queue_and_buffer(log_queue: &str, buffer_size: &str) -> Result<(usize, usize)> {
+    let queue = parse_size(log_queue).with_context(|| format!("--log-queue {log_queue:?}"))?;
+    let buffer =
+        parse_size(buffer_size).with_context(|| format!("--buffer-size {buffer_size:?}"))?;
+    if !(512..=16 << 20).contains(&buffer) {
+        bail!("--buffer-size {buffer_size:?}: must be between 512 and 16M");
+    }
+    Ok((queue, buffer))
 }
 
 /// Parses a port number, saying "out of range" rather than "invalid digit" for 70000.
