@@ -197,13 +197,9 @@ fn fill_lines(lines: &mut [u8], data: &[u8]) {
 }
 
 fn fill_lines_scalar(lines: &mut [u8], data: &[u8]) {
-    for (n, (line, bytes)) in lines
-        .chunks_exact_mut(LINE)
-        .zip(data.chunks_exact(16))
-        .enumerate()
-    {
-        let line: &mut [u8; LINE] = line.try_into().expect("chunks_exact_mut gives LINE bytes");
-        let bytes: &[u8; 16] = bytes.try_into().expect("chunks_exact gives 16 bytes");
+    let (lines, _) = lines.as_chunks_mut::<LINE>();
+    let (chunks, _) = data.as_chunks::<16>();
+    for (n, (line, bytes)) in lines.iter_mut().zip(chunks).enumerate() {
         fill_line(line, (n * 16) as u32, bytes);
     }
 }
@@ -239,12 +235,9 @@ mod simd {
         let below_space = _mm_set1_epi8(0x1f);
         let del = _mm_set1_epi8(0x7f);
         let dots = _mm_set1_epi8(b'.' as i8);
-        for (n, (line, bytes)) in lines
-            .chunks_exact_mut(LINE)
-            .zip(data.chunks_exact(16))
-            .enumerate()
-        {
-            let line: &mut [u8; LINE] = line.try_into().expect("chunks_exact_mut gives LINE bytes");
+        let (lines, _) = lines.as_chunks_mut::<LINE>();
+        let (chunks, _) = data.as_chunks::<16>();
+        for (n, (line, bytes)) in lines.iter_mut().zip(chunks).enumerate() {
             let off = ((n * 16) as u32).to_be_bytes();
             for k in 0..4 {
                 line[2 * k..2 * k + 2].copy_from_slice(&HEX[off[k] as usize]);
