@@ -414,10 +414,7 @@ fn stalled_reader_keeps_memory_bounded() {
 /// the bytes that went through.
 #[test]
 fn sigterm_mid_transfer_keeps_logs_exact() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = listener();
-    let taddr = target.local_addr().unwrap();
-    let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
+    let (dir, target, taddr, mut spy) = logging_spy(&[]);
     let stream = data(11, 256 << 20);
     let server = thread::spawn(move || {
         let mut s = accept(&target);

@@ -217,19 +217,7 @@ fn step(w: &mut Want, dir: usize, from: &TcpStream, to: &mut TcpStream, seed: u6
 /// each direction of each connection byte for byte.
 #[test]
 fn follow_gives_back_every_byte() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = listener();
-    let taddr = target.local_addr().unwrap();
-    let mut spy = Spy::start(&[
-        "-t",
-        &taddr.to_string(),
-        "-d",
-        dir.path().to_str().unwrap(),
-        "--log",
-        "pcap",
-        "--buffer-size",
-        "256K",
-    ]);
+    let (dir, target, taddr, mut spy) = logging_spy(&["--log", "pcap", "--buffer-size", "256K"]);
     spy.wait_count(1, |l| l.contains("capture in "));
     let line = spy.seen.iter().find(|l| l.contains("capture in ")).unwrap();
     assert!(line.contains(dir.path().to_str().unwrap()), "{line}");

@@ -10,10 +10,7 @@ use crate::util::*;
 /// Several MiB both ways at once; the peers' checksums and all three logs must match.
 #[test]
 fn random_data_both_ways_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = listener();
-    let taddr = target.local_addr().unwrap();
-    let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
+    let (dir, target, taddr, mut spy) = logging_spy(&[]);
     let up = data(1, 6 << 20);
     let down = data(2, 5 << 20);
 
@@ -35,10 +32,7 @@ fn random_data_both_ways_at_once() {
 /// The client shuts down writing, then reads a 1 MiB reply to the end.
 #[test]
 fn half_close_by_client() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = listener();
-    let taddr = target.local_addr().unwrap();
-    let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
+    let (dir, target, taddr, mut spy) = logging_spy(&[]);
     let request = b"GET /big please\n".to_vec();
     let reply = data(3, 1 << 20);
 
@@ -63,10 +57,7 @@ fn half_close_by_client() {
 /// The server sends and shuts down writing, then reads what the client sends after.
 #[test]
 fn half_close_by_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = listener();
-    let taddr = target.local_addr().unwrap();
-    let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
+    let (dir, target, taddr, mut spy) = logging_spy(&[]);
     let banner = data(4, 300_000);
     let after = data(5, 700_000);
 
@@ -127,10 +118,7 @@ fn target_down() {
 /// passed before it.
 #[test]
 fn target_resets_mid_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = listener();
-    let taddr = target.local_addr().unwrap();
-    let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
+    let (dir, target, taddr, mut spy) = logging_spy(&[]);
     let hello = b"hello, server".to_vec();
     let partial = data(6, 100_000);
 
@@ -177,10 +165,7 @@ fn target_resets_mid_stream() {
 #[test]
 fn two_hundred_concurrent_connections() {
     const N: usize = 200;
-    let dir = tempfile::tempdir().unwrap();
-    let target = listener();
-    let taddr = target.local_addr().unwrap();
-    let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
+    let (dir, target, taddr, mut spy) = logging_spy(&[]);
 
     // An echo server that answers each connection with its bytes reversed in order of arrival.
     let server = thread::spawn(move || {
@@ -241,19 +226,8 @@ fn two_hundred_concurrent_connections() {
 /// missing from the logs and memory stays small.
 #[test]
 fn tiny_log_queue_loses_nothing_and_bounds_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = listener();
-    let taddr = target.local_addr().unwrap();
-    let mut spy = Spy::start(&[
-        "-t",
-        &taddr.to_string(),
-        "-d",
-        dir.path().to_str().unwrap(),
-        "--log-queue",
-        "64K",
-        "--debug-log-delay-us",
-        "500",
-    ]);
+    let (dir, target, taddr, mut spy) =
+        logging_spy(&["--log-queue", "64K", "--debug-log-delay-us", "500"]);
     let down = data(7, 32 << 20);
     let down2 = down.clone();
     let server = thread::spawn(move || {

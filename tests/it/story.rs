@@ -13,10 +13,7 @@ use crate::util::*;
 /// the kernel's TCP figures for both sockets.
 #[test]
 fn hex_dump_tells_the_story() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = listener();
-    let taddr = target.local_addr().unwrap();
-    let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
+    let (dir, target, taddr, mut spy) = logging_spy(&[]);
     let upload = data(21, 16 << 20);
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let server = thread::spawn(move || {
@@ -93,10 +90,7 @@ fn hex_dump_tells_the_story() {
 /// connections.jsonl: one JSON line per connection as it ends, searchable with jq.
 #[test]
 fn connection_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = listener();
-    let taddr = target.local_addr().unwrap();
-    let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
+    let (dir, target, taddr, mut spy) = logging_spy(&[]);
     let server = thread::spawn(move || {
         for i in 0..3u8 {
             let mut s = accept(&target);

@@ -260,6 +260,19 @@ pub fn run_with_output(args: &[&str], limit: Duration) -> (i32, String, String) 
     (code, stdout, stderr)
 }
 
+/// The usual setup: a log directory, a target listener, and tcpspy relaying to the one and
+/// logging into the other (plus `extra` arguments).
+pub fn logging_spy(extra: &[&str]) -> (tempfile::TempDir, TcpListener, SocketAddr, Spy) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let target = listener();
+    let taddr = target.local_addr().expect("the target's address");
+    let t = taddr.to_string();
+    let mut args = vec!["-t", &t, "-d", dir.path().to_str().expect("a UTF-8 path")];
+    args.extend_from_slice(extra);
+    let spy = Spy::start(&args);
+    (dir, target, taddr, spy)
+}
+
 /// A listener on a free loopback port.
 pub fn listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
