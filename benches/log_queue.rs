@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mio::{Events, Poll, Token, Waker};
-use tcpspy::conn::Dir;
 use tcpspy::log::event::Event;
 use tcpspy::log::queue::{Receiver, Sender, channel};
+use tcpspy::types::Dir;
 
 const BOUND: usize = 64 << 20;
 

@@ -5,8 +5,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::SystemTime;
 
-use tcpspy::conn::Dir;
 use tcpspy::log::pcap::Conversation;
+use tcpspy::types::Dir;
 
 fn pcap(c: &mut Criterion) {
     let data: Vec<u8> = (0..64 * 1024u32)

@@ -81,7 +81,7 @@ fn relay(c: &mut Criterion) {
             dir.path().to_str().expect("a UTF-8 temporary path"),
         ])
         .expect("arguments");
-        let mut config = tcpspy::cli::Config::from_args(args).expect("config");
+        let mut config = tcpspy::cli::config(args).expect("config");
         config.connection_lines = false;
         let proxy = tcpspy::Proxy::new(&config).expect("proxy");
         let addr = proxy.local_addrs()[0];

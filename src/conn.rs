@@ -9,115 +9,12 @@
 //! done. The machine is generic over [`Stream`] and reports what it sees through a [`Tap`], so
 //! it runs without sockets in tests; the reactor supplies mio sockets, readiness and the log.
 
-use std::fmt;
 use std::io;
 
 use crate::half::{Half, Peer, Pump};
 use crate::pool::Pool;
 use crate::sys::Pipe;
-
-/// One end of a relayed connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Side {
-    Client = 0,
-    Server = 1,
-}
-
-impl Side {
-    pub fn other(self) -> Side {
-        match self {
-            Side::Client => Side::Server,
-            Side::Server => Side::Client,
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Side::Client => "client",
-            Side::Server => "server",
-        }
-    }
-}
-
-/// A direction of the relayed stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Dir {
-    /// Client to server: gotcpspy's "outgoing" data.
-    ClientToServer = 0,
-    /// Server to client: "incoming".
-    ServerToClient = 1,
-}
-
-impl Dir {
-    pub const BOTH: [Dir; 2] = [Dir::ClientToServer, Dir::ServerToClient];
-
-    /// The side the bytes come from.
-    pub fn source(self) -> Side {
-        match self {
-            Dir::ClientToServer => Side::Client,
-            Dir::ServerToClient => Side::Server,
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// How one side of a connection ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum End {
-    /// The peer sent FIN.
-    Fin,
-    /// The peer reset the connection, or had closed it while we still wrote to it.
-    Reset,
-    /// Another socket error.
-    Error(String),
-    /// tcpspy reset this side because the other one broke.
-    Aborted,
-    /// The connection to the target could not be made.
-    ConnectFailed(String),
-    /// The target did not answer within the connect timeout.
-    ConnectTimeout,
-    /// tcpspy was stopped.
-    Shutdown,
-    /// No byte went either way for the idle timeout.
-    IdleTimeout,
-}
-
-impl End {
-    /// Classifies a socket error: reset, aborted and broken pipe all mean the peer is gone, and
-    /// so does "not connected", which is what `shutdown(2)` says once a RST has closed the
-    /// connection.
-    pub fn from_error(e: &io::Error) -> End {
-        match e.kind() {
-            io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::NotConnected => End::Reset,
-            _ => End::Error(e.to_string()),
-        }
-    }
-}
-
-impl fmt::Display for End {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            End::Fin => f.write_str("EOF"),
-            End::Reset => f.write_str("reset"),
-            End::Error(e) => write!(f, "error ({e})"),
-            End::Aborted => f.write_str("reset by tcpspy"),
-            End::ConnectFailed(e) => write!(f, "connect failed ({e})"),
-            End::ConnectTimeout => f.write_str("connect timed out"),
-            End::Shutdown => f.write_str("closed by tcpspy on shutdown"),
-            End::IdleTimeout => f.write_str("idle timeout, closed by tcpspy"),
-        }
-    }
-}
+pub use crate::types::{Dir, End, Hold, Side};
 
 /// A side that broke, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,15 +80,6 @@ pub trait Tap {
     fn hold(&mut self, _dir: Dir, _why: Hold) {}
     /// `dir` reads again after a [`hold`](Tap::hold).
     fn release(&mut self, _dir: Dir) {}
-}
-
-/// Why a direction stopped reading its source.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hold {
-    /// The destination is not draining: bytes are waiting for it.
-    Peer,
-    /// The log queue is full.
-    Log,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

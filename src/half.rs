@@ -9,9 +9,10 @@
 
 use std::io;
 
-use crate::conn::{Dir, End, Fault, Hold, Side, Stream, Tap};
+use crate::conn::{Fault, Stream, Tap};
 use crate::pool::Pool;
 use crate::sys::Pipe;
+use crate::types::{Dir, End, Hold, Side};
 
 /// A socket and what we know of its readiness.
 pub struct Peer<S> {

@@ -3,7 +3,9 @@
 //! every connection that Wireshark opens.
 //!
 //! The parts, one file per role:
-//! - [`cli`]: the command line, checked into a [`cli::Config`];
+//! - [`cli`]: the command line, checked into a [`config::Config`];
+//! - [`config`], [`types`], [`stop`]: leaves every other part shares (settings, the words of a
+//!   connection, the stop handle);
 //! - [`reactor`]: the one thread that polls every socket (mio) and drives the connections;
 //! - [`conn`] and [`half`]: a connection's state machine and one direction of it;
 //! - [`pool`]: relay buffers, held only while bytes are in flight;
@@ -13,12 +15,15 @@
 
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod conn;
 pub mod half;
 pub mod log;
 pub mod pool;
 pub mod reactor;
+pub mod stop;
 pub mod sys;
+pub mod types;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,9 +33,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use mio::{Poll, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
-use cli::{Config, LogErrorAction};
+use config::{Config, LogErrorAction};
 use log::{LogConfig, Logger};
-use reactor::{Reactor, Settings, StopHandle, Totals, WAKER};
+use reactor::{Reactor, Settings, Totals, WAKER};
+use stop::StopHandle;
 
 /// What a finished run relayed and logged.
 #[derive(Clone, Debug, Default)]
@@ -189,7 +195,7 @@ pub fn run(config: Config) -> Result<Outcome> {
         log::eprint_line(&format!(
             "tcpspy: listening on {bound}, relaying to {}{resolved}; {}; up to {} connections at once",
             rule.target_name,
-            cli::logging_summary(&config),
+            config::logging_summary(&config),
             proxy.limits().max_connections,
         ));
     }

@@ -1,29 +1,29 @@
 use std::process::ExitCode;
 
-use tcpspy::cli::{BenchConfig, Command, Config};
+use tcpspy::bench::args::BenchConfig;
+use tcpspy::cli::Command;
 
 fn main() -> ExitCode {
     let mut args = match tcpspy::cli::parse_args(std::env::args_os()) {
         Ok(a) => a,
-        Err(e) => {
-            // --help and --version land here too, and are not errors.
-            let code = if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+        // --help and --version land here too, and are not errors.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return code;
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            tcpspy::log::eprint_line(&format!("tcpspy: error: {}", tcpspy::cli::one_line(&e)));
+            return ExitCode::from(2);
         }
     };
     let result = match args.command.take() {
         Some(Command::Bench(bench)) => BenchConfig::from_args(bench).and_then(tcpspy::bench::run),
-        None => Config::from_args(args).and_then(|c| tcpspy::run(c).map(drop)),
+        None => tcpspy::cli::config(args).and_then(|c| tcpspy::run(c).map(drop)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tcpspy: error: {e:#}");
+            tcpspy::log::eprint_line(&format!("tcpspy: error: {e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -19,19 +19,20 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::cli::Rule;
-use crate::conn::{Conn, Dir, End, Hold, Phase, Side, Status, Tap};
+use crate::config::Rule;
+use crate::conn::{Conn, Phase, Status, Tap};
 use crate::log::event::{ConnId, Event, Holds};
 use crate::log::queue::Sender;
 use crate::pool::Pool;
+use crate::stop::StopHandle;
 use crate::sys;
+use crate::types::{Dir, End, Hold, Side};
 
 pub const WAKER: Token = Token(0);
 pub const SIGNALS: Token = Token(1);
@@ -103,38 +104,6 @@ impl Totals {
         } else {
             v.join(", ")
         }
-    }
-}
-
-/// Lets another thread stop a running reactor: the bench does, and the logging thread when a
-/// log fails under `--on-log-error exit`. The CLI uses signals.
-#[derive(Clone)]
-pub struct StopHandle {
-    flag: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-}
-
-impl std::fmt::Debug for StopHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StopHandle")
-            .field("stopped", &self.flag.load(Ordering::SeqCst))
-            .finish()
-    }
-}
-
-impl StopHandle {
-    /// A handle for the reactor that will poll with `waker`'s poll.
-    pub fn new(waker: Arc<Waker>) -> StopHandle {
-        StopHandle {
-            flag: Arc::new(AtomicBool::new(false)),
-            waker,
-        }
-    }
-
-    pub fn stop(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        // If the wake fails the poll is gone, and so is the reactor we meant to stop.
-        let _ = self.waker.wake();
     }
 }
 
@@ -364,7 +333,7 @@ impl Reactor {
             }
             self.run_again();
             self.expire(Instant::now());
-            if self.stop.flag.load(Ordering::SeqCst) && self.stopping.is_none() {
+            if self.stop.is_stopped() && self.stopping.is_none() {
                 self.begin_stop();
             }
             if let Some(deadline) = self.stopping {
@@ -851,7 +820,7 @@ impl Reactor {
             match sig {
                 signal_hook::consts::SIGUSR1 => summary = true,
                 _ => {
-                    if !self.stop.flag.swap(true, Ordering::SeqCst) {
+                    if !self.stop.stop_again() {
                         crate::log::eprint_line(
                             "tcpspy: stopping: closing connections and writing the logs (signal again to exit at once)",
                         );

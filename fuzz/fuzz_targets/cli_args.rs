@@ -1,5 +1,6 @@
-//! `tcpspy::cli::parse_args` on any argument vector (NUL-separated words, not always UTF-8),
-//! then the pure stage-two parsers on whatever clap accepted.
+//! `tcpspy::cli::parse_args` on any argument vector (NUL-separated words, not always UTF-8):
+//! every value goes through its typed parser inside clap; then the one-line rendering of
+//! whatever clap refused. An error is fine, a panic is not.
 #![no_main]
 
 use std::ffi::OsString;
@@ -13,22 +14,12 @@ fuzz_target!(|data: &[u8]| {
         data.split(|b| *b == 0)
             .map(|w| OsString::from_vec(w.to_vec())),
     );
-    if let Ok(a) = cli::parse_args(argv) {
-        for v in [&a.listen, &a.target, &a.host, &a.port, &a.listen_port]
-            .into_iter()
-            .flatten()
-        {
-            let _ = (
-                cli::parse_listen(v),
-                cli::parse_target(v),
-                cli::parse_port(v),
-            );
+    match cli::parse_args(argv) {
+        Ok(a) => {
+            let _ = format!("{a:?}");
         }
-        let _ = (
-            cli::parse_formats(&a.log),
-            cli::parse_size(&a.log_queue),
-            cli::parse_size(&a.buffer_size),
-            cli::parse_duration(&a.connect_timeout),
-        );
+        Err(e) => {
+            let _ = cli::one_line(&e);
+        }
     }
 });

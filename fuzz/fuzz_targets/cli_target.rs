@@ -1,8 +1,8 @@
-//! `tcpspy::cli::parse_target` on any string: an error is fine, a panic is not.
+//! `tcpspy::config::parse::parse_target` on any string: an error is fine, a panic is not.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|s: &str| {
-    let _ = tcpspy::cli::parse_target(s);
+    let _ = tcpspy::config::parse::parse_target(s);
 });

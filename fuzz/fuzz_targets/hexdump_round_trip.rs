@@ -7,9 +7,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use tcpspy::conn::Side;
 use tcpspy::log::hexdump;
 use tcpspy::log::stamp::Stamper;
+use tcpspy::types::Side;
 
 #[derive(Arbitrary, Debug)]
 struct Input {

@@ -8,6 +8,7 @@
 //! [`cpu`] (the proxy's CPU time apart from the bench's), [`stats`] and [`report`] (pure
 //! figures and their table and JSON). This file runs the rounds.
 
+pub mod args;
 pub mod cpu;
 pub mod net;
 pub mod pattern;
@@ -25,7 +26,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::Proxy;
-use crate::cli::{BenchConfig, BenchMode, Config};
+use crate::config::parse;
+use crate::config::{Capture, Config, LogErrorAction, Rule, defaults};
+use args::{BenchConfig, BenchMode};
 use net::{Done, Fail, Source};
 use pattern::Pattern;
 use report::{DownloadReport, DownloadRound, RttReport, RttRound, Transfer};
@@ -158,33 +161,42 @@ fn remove_on_signal(dir: PathBuf) -> Result<()> {
     Ok(())
 }
 
-/// The proxy's configuration, made from a command line as a user would type it, so the bench
-/// runs tcpspy exactly as configured by hand.
+/// The proxy's configuration: the defaults of `tcpspy --listen 127.0.0.1:0 --target TARGET`
+/// with the bench's log settings, so the bench runs tcpspy as a user would by hand.
 fn proxy_config(cfg: &BenchConfig, target: SocketAddr, log_dir: &Path) -> Result<Config> {
-    let mut argv: Vec<std::ffi::OsString> = vec!["tcpspy".into()];
-    for (flag, value) in [
-        ("--listen", "127.0.0.1:0".to_string()),
-        ("--target", target.to_string()),
-        ("--log", cfg.formats.to_string()),
-        ("--log-queue", cfg.log_queue.to_string()),
-        ("--buffer-size", cfg.buffer_size.to_string()),
-    ] {
-        argv.push(flag.into());
-        argv.push(value.into());
+    if cfg.formats.uses_log_dir(&Capture::LogDir) {
+        std::fs::create_dir_all(log_dir)
+            .with_context(|| format!("log directory {}", log_dir.display()))?;
     }
-    argv.push("--log-dir".into());
-    argv.push(log_dir.into());
-    let args = crate::cli::parse_args(argv).map_err(|e| anyhow!("{e}"))?;
-    let mut config = Config::from_args(args)?;
-    // The progress bar is on stderr.
-    config.connection_lines = false;
-    Ok(config)
+    Ok(Config {
+        rules: vec![Rule {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            target,
+            target_name: target.to_string(),
+            spec: "tcpspy bench".into(),
+        }],
+        reuse_port: false,
+        log_dir: log_dir.to_path_buf(),
+        formats: cfg.formats,
+        capture: Capture::LogDir,
+        log_queue: cfg.log_queue,
+        buffer_size: cfg.buffer_size,
+        connect_timeout: parse::parse_duration(defaults::CONNECT_TIMEOUT)?,
+        idle_timeout: None,
+        max_connections: defaults::MAX_CONNECTIONS,
+        max_open_files: None,
+        on_log_error: LogErrorAction::Report,
+        splice: true,
+        // The progress bar is on stderr.
+        connection_lines: false,
+        debug_log_delay: Duration::ZERO,
+    })
 }
 
 /// A proxy running on its own thread ("tcpspy-reactor"); the logging thread is its own.
 struct Running {
     addr: SocketAddr,
-    stop: crate::reactor::StopHandle,
+    stop: crate::stop::StopHandle,
     thread: thread::JoinHandle<(Result<crate::Outcome>, Duration)>,
 }
 

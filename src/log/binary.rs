@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use super::event::ConnId;
 use super::files::FileId;
 use super::{Closed, ConnInfo, Io, Output, naming, stamp};
-use crate::conn::Dir;
+use crate::types::Dir;
 
 /// The binary-log output: two files per connection, indexed by [`Dir`].
 #[derive(Default)]

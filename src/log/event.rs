@@ -4,13 +4,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::conn::{Dir, End, Hold, Side};
 use crate::sys::TcpStats;
+use crate::types::{Dir, End, Hold, Side};
 
 use super::queue::EVENT_OVERHEAD;
 
-/// A connection's number: 1, 2, ... in accept order across the run.
-pub type ConnId = u64;
+pub use crate::types::{ConnId, Holds};
 
 #[derive(Debug)]
 pub enum Event {
@@ -69,26 +68,6 @@ pub enum Event {
     Line(String),
     /// Write everything, close every file and stop.
     Stop,
-}
-
-/// How often and how long a direction's reading was paused, per cause.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Holds {
-    /// Waiting for the destination to drain.
-    pub peer: (u32, Duration),
-    /// Waiting for the log queue.
-    pub log: (u32, Duration),
-}
-
-impl Holds {
-    pub fn add(&mut self, why: Hold, lasted: Duration) {
-        let slot = match why {
-            Hold::Peer => &mut self.peer,
-            Hold::Log => &mut self.log,
-        };
-        slot.0 += 1;
-        slot.1 += lasted;
-    }
 }
 
 impl Event {

@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::conn::{Dir, End, Hold, Side};
+use crate::types::{Dir, End, Hold, Side};
 
 use super::event::ConnId;
 use super::files::FileId;
@@ -365,6 +365,7 @@ pub fn held(
     let cause = match why {
         Hold::Peer => format!(": {} ({}) not draining\n", conn.peer(dst), dst.name()),
         Hold::Log => ": the log queue was full\n".to_string(),
+        Hold::Memory => ": every relay buffer was in use\n".to_string(),
     };
     out.extend_from_slice(cause.as_bytes());
 }
@@ -421,6 +422,7 @@ pub fn finished(out: &mut Vec<u8>, stamper: &mut Stamper, conn: &ConnInfo, close
                 format!("{} ({}) to drain", conn.peer(dst), dst.name()),
             ),
             (h.log, "the log queue".to_string()),
+            (h.memory, "a relay buffer".to_string()),
         ] {
             if count > 0 {
                 let line = format!(

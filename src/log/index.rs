@@ -9,7 +9,7 @@ use chrono::{DateTime, Local, SecondsFormat};
 
 use super::files::FileId;
 use super::{Closed, ConnInfo, Io, Output, stamp};
-use crate::conn::Dir;
+use crate::types::Dir;
 
 /// The index's file name in the log directory.
 pub const NAME: &str = "connections.jsonl";
@@ -118,7 +118,7 @@ pub fn json_line(conn: &ConnInfo, closed: &Closed, listen: Option<&SocketAddr>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::{End, Side};
+    use crate::types::{End, Side};
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]

@@ -30,10 +30,10 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::SystemTime;
 
-use crate::cli::{Live, LiveMode};
-use crate::conn::Dir;
-use crate::reactor::StopHandle;
+use crate::config::{Live, LiveMode};
+use crate::stop::StopHandle;
 use crate::sys;
+use crate::types::Dir;
 
 use super::stamp::Stamper;
 use super::{Closed, ConnInfo, Io, Output, eprint_line, hexdump, report};

@@ -34,10 +34,10 @@ use std::time::{Duration, SystemTime};
 
 use mio::Waker;
 
-use crate::cli::{Capture, Formats, Rule};
-use crate::conn::{Dir, End, Hold, Side};
-use crate::reactor::StopHandle;
+use crate::config::{Capture, Formats, Rule};
+use crate::stop::StopHandle;
 use crate::sys::TcpStats;
+use crate::types::{Dir, End, Hold, Side};
 
 use event::{ConnId, Event, Holds};
 use files::{FileError, Files};

@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 
-use crate::conn::Dir;
+use crate::types::Dir;
 
 /// `127.0.0.1:8080` becomes `127.0.0.1-8080`; `[::1]:8080` becomes `--1-8080`.
 pub fn printable_addr(addr: &SocketAddr) -> String {

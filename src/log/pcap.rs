@@ -37,9 +37,9 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cli::Capture;
-use crate::conn::{Dir, End, Side};
+use crate::config::Capture;
 use crate::sys;
+use crate::types::{Dir, End, Side};
 
 use super::event::ConnId;
 use super::files::FileId;

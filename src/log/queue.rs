@@ -213,7 +213,7 @@ impl Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::Dir;
+    use crate::types::Dir;
     use std::time::SystemTime;
 
     fn data(tx: &Sender, n: usize) {

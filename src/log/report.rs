@@ -3,7 +3,7 @@
 //! never a byte from the network.
 
 use super::{Closed, ConnInfo, Io, Output, eprint_line, stamp};
-use crate::conn::Dir;
+use crate::types::Dir;
 
 /// The `#0001 open ...` / `#0001 closed ...` lines.
 pub struct Report;

@@ -183,7 +183,9 @@ fn bad_arguments_fail_with_one_line() {
         (&["bench", "--rtt", "--rtt-sizes", "1G"][..], "--rtt-sizes"),
     ] {
         let (code, out, err) = run_with_output(args, LIMIT);
-        assert_eq!(code, 1, "{args:?}: {err}");
+        // A value the command line refuses is a usage error: status 2, one line.
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert_eq!(out, "");
         assert!(
             err.starts_with("tcpspy: error: ") && err.contains(needle),
