@@ -222,7 +222,9 @@ impl Reactor {
     /// The logger drained its queue (or a stop was asked): resume what waited for it.
     fn on_wake(&mut self, now: Instant) {
         self.table.resume_stalled(now);
-        if self.listeners.paused.log && self.log.has_room() {
+        // The connections just resumed may have filled the queue again; if so the wait for
+        // room must be armed anew, or no wake-up would ever come for the listeners.
+        if self.listeners.paused.log && (self.log.has_room() || !self.log.wait_for_room()) {
             self.listeners.paused.log = false;
             self.accept_all(now);
         }

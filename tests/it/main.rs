@@ -8,6 +8,7 @@ mod forwards;
 mod hostile;
 mod limits;
 mod live;
+mod memory;
 mod parsers;
 mod pcap;
 mod relay;

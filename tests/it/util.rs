@@ -278,6 +278,18 @@ pub fn listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
 }
 
+/// A listener on a free loopback port with a backlog of 4096 (std's is 128): a burst of
+/// upstream connects from tcpspy must not overflow it, or the kernel drops the handshakes it
+/// has no room for and the server never sees those connections.
+pub fn wide_listener() -> TcpListener {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind 127.0.0.1:0");
+    s.listen(4096).expect("listen");
+    s.into()
+}
+
 /// Connects with timeouts on every read and write, so a broken relay fails the test instead
 /// of hanging it.
 pub fn connect(addr: SocketAddr) -> TcpStream {
