@@ -86,6 +86,13 @@ pub struct Args {
           value_parser = parse::log_queue)]
     pub log_queue: Size,
 
+    /// Most bytes this run keeps in its log files (64K and up): past it, the files of the oldest
+    /// finished connections are removed (each removal noted in connections.jsonl), and when
+    /// only open connections are left their data is not recorded until there is room again
+    /// (relaying goes on; the hex dumps say what they miss). Default: no cap
+    #[arg(long = "log-budget", value_name = "SIZE", value_parser = parse::log_budget)]
+    pub log_budget: Option<Size>,
+
     /// Size of each relay buffer (512 to 16M; one per direction, only while data is in flight)
     #[arg(long = "buffer-size", value_name = "SIZE", default_value = defaults::BUFFER_SIZE,
           value_parser = parse::buffer_size)]
@@ -308,6 +315,10 @@ pub fn config(args: Args) -> Result<Config> {
             spec,
         });
     }
+    let to_files = formats.hex || formats.binary || (formats.pcap && capture != Capture::Stdout);
+    if args.log_budget.is_some() && !to_files {
+        bail!("--log-budget: no log file is written (--log {formats}), so there is nothing to cap");
+    }
     if formats.uses_log_dir(&capture) {
         prepare_log_dir(&args.log_dir)?;
     }
@@ -321,6 +332,7 @@ pub fn config(args: Args) -> Result<Config> {
         formats,
         capture,
         log_queue: args.log_queue.bytes(),
+        log_budget: args.log_budget.map(|s| s.0),
         buffer_size: args.buffer_size.bytes(),
         connect_timeout: args.connect_timeout.0,
         idle_timeout: args.idle_timeout.0,
