@@ -3,10 +3,12 @@
 //! its parsers.
 
 mod bench;
+mod budget;
 mod forwards;
 mod hostile;
 mod limits;
 mod live;
+mod logger;
 mod parsers;
 mod pcap;
 mod relay;
