@@ -429,25 +429,43 @@ pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 struct Slot {
     out: Box<dyn Output>,
     failed: bool,
+    /// The test-only hook ([`TEST_PANIC_VAR`]) names this output.
+    test_panic: bool,
 }
 
 /// The outputs, each call into one guarded (see the module doc).
 struct Outputs {
     slots: Vec<Slot>,
     stop: Option<StopHandle>,
-    /// The test-only hook ([`TEST_PANIC_VAR`]).
-    test_panic: Option<String>,
+    /// The test-only hook names the logging thread itself.
+    test_panic: bool,
 }
 
 impl Outputs {
     /// Calls `f` on every output that has not failed; one that panics is turned off.
-    fn each(&mut self, io: &mut Io, mut f: impl FnMut(&mut dyn Output, &mut Io)) {
+    fn each(&mut self, io: &mut Io, f: impl FnMut(&mut dyn Output, &mut Io)) {
+        self.each_hooked(io, false, f);
+    }
+
+    /// [`Outputs::each`]; with `hooked`, the output the test-only hook names panics first.
+    fn each_hooked(
+        &mut self,
+        io: &mut Io,
+        hooked: bool,
+        mut f: impl FnMut(&mut dyn Output, &mut Io),
+    ) {
         for slot in &mut self.slots {
             if slot.failed {
                 continue;
             }
             let out = &mut *slot.out;
-            let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(&mut *out, &mut *io))) else {
+            let hook = hooked && slot.test_panic;
+            let Err(panic) = catch_unwind(AssertUnwindSafe(|| {
+                if hook {
+                    panic!("test-only panic of {} ({TEST_PANIC_VAR})", out.name());
+                }
+                f(&mut *out, &mut *io)
+            })) else {
                 continue;
             };
             slot.failed = true;
@@ -460,11 +478,6 @@ impl Outputs {
                 stop.stop();
             }
         }
-    }
-
-    /// True if the test-only hook asks `kind` to panic now.
-    fn test_panics(&self, kind: &str) -> bool {
-        self.test_panic.as_deref() == Some(kind)
     }
 
     /// The most bytes a chunk adds to the files of every output still on.
@@ -505,10 +518,14 @@ impl Worker {
             outputs: Outputs {
                 slots: outputs
                     .into_iter()
-                    .map(|out| Slot { out, failed: false })
+                    .map(|out| Slot {
+                        test_panic: test_panic.as_deref() == Some(out.kind()),
+                        out,
+                        failed: false,
+                    })
                     .collect(),
                 stop: cfg.stop.clone(),
-                test_panic,
+                test_panic: test_panic.as_deref() == Some("logger"),
             },
             conns: HashMap::new(),
             cfg,
@@ -580,7 +597,7 @@ impl Worker {
         };
         let i = dir.index();
         let len = bytes.len() as u64;
-        if self.outputs.test_panics("logger") {
+        if self.outputs.test_panic {
             panic!("test-only panic of the logging thread ({TEST_PANIC_VAR}=logger)");
         }
         let record = match &mut self.io.budget {
@@ -591,17 +608,13 @@ impl Worker {
                 cost == 0 || b.admit(&mut self.io.files, cost, whole, conn.gaps[i].is_some())
             }
         };
-        let hook = self.outputs.test_panic.clone();
         if record {
             if let Some(gap) = conn.gaps[i].take() {
                 self.outputs.each(&mut self.io, |out, io| {
                     out.gap_end(conn, dir, &gap, true, io)
                 });
             }
-            self.outputs.each(&mut self.io, |out, io| {
-                if hook.as_deref() == Some(out.kind()) {
-                    panic!("test-only panic of {} ({TEST_PANIC_VAR})", out.name());
-                }
+            self.outputs.each_hooked(&mut self.io, true, |out, io| {
                 out.data(conn, dir, at, bytes, io)
             });
         } else {

@@ -542,6 +542,8 @@ struct Parts {
     first: PathBuf,
     /// The number of the part being written (0 for the first).
     number: u32,
+    /// The header every part starts with.
+    header: Vec<u8>,
 }
 
 /// Room for what a chunk adds besides its bytes: per segment a block, IP and TCP headers and
@@ -572,10 +574,15 @@ impl PcapLog {
             capture,
             sink: Sink::Off,
             conns: HashMap::new(),
-            parts: part_size.map(|size| Parts {
-                size,
-                first: PathBuf::new(),
-                number: 0,
+            parts: part_size.map(|size| {
+                let mut head = Vec::new();
+                header(&mut head);
+                Parts {
+                    size,
+                    first: PathBuf::new(),
+                    number: 0,
+                    header: head,
+                }
             }),
             gave_up: false,
             lost: 0,
@@ -628,10 +635,11 @@ impl PcapLog {
         let Some(parts) = &mut self.parts else {
             return;
         };
-        let mut head = Vec::new();
-        header(&mut head);
         let size = io.files.size(f);
-        if size <= head.len() as u64 || size.saturating_add(io.scratch.len() as u64) <= parts.size {
+        // A part holds at least one event after its header, however big.
+        if size <= parts.header.len() as u64
+            || size.saturating_add(io.scratch.len() as u64) <= parts.size
+        {
             return;
         }
         io.close_part(f);
@@ -644,7 +652,7 @@ impl PcapLog {
             self.conns.clear();
             return;
         }
-        let r = io.files.write(fid, &head);
+        let r = io.files.write(fid, &parts.header);
         if io.check(r).is_none() {
             self.sink = Sink::Off;
             self.conns.clear();
@@ -728,9 +736,6 @@ impl Output for PcapLog {
     }
 
     fn open(&mut self, conn: &mut ConnInfo, io: &mut Io) {
-        if self.gave_up {
-            return;
-        }
         if !self.on() {
             return;
         }
