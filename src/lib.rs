@@ -126,6 +126,7 @@ impl Proxy {
                 stop: Some(stop.clone()),
                 label_prefix: config.reuse_port.then(|| std::process::id().to_string()),
                 connection_lines: config.connection_lines,
+                budget: config.log_budget,
             },
             Some(waker),
         )
@@ -214,6 +215,12 @@ pub fn run(config: Config) -> Result<Outcome> {
     ));
     if outcome.log.stopped_by_error {
         bail!("stopped because a log file could not be written (--on-log-error exit)");
+    }
+    if !outcome.log.failures.is_empty() {
+        bail!(
+            "not everything was logged: {}",
+            outcome.log.failures.join("; ")
+        );
     }
     Ok(outcome)
 }

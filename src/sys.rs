@@ -1,10 +1,13 @@
 //! Socket and process settings that std and mio do not offer: the listen backlog, a reset on
-//! close (SO_LINGER 0), the descriptor limit, and blocking writes to a descriptor someone else
-//! may have made non-blocking.
+//! close (SO_LINGER 0), the descriptor limit, and a stdout that can be written without
+//! hanging on a reader that stopped reading (a non-blocking descriptor of its own, and a wait
+//! for room with a timeout).
 
-use std::io::{self, Write};
+use std::fs::{File, OpenOptions};
+use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
@@ -65,32 +68,68 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
-/// `write_all` that waits for room when the descriptor is non-blocking: a stdout pipe shared with
-/// a parent that set O_NONBLOCK returns `WouldBlock`, which must mean "wait", not "failed".
-pub fn write_all_waiting<W: Write + AsFd>(w: &mut W, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        match w.write(buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let mut pfd = libc::pollfd {
-                    fd: w.as_fd().as_raw_fd(),
-                    events: libc::POLLOUT,
-                    revents: 0,
-                };
-                // SAFETY: poll reads and writes only the one pollfd we pass.
-                if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
-            }
-            Err(e) => return Err(e),
+/// How a descriptor can be written without blocking for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writable {
+    /// Non-blocking: a full pipe or terminal says `WouldBlock`.
+    NonBlocking,
+    /// A regular file: writes never wait for a reader.
+    File,
+    /// Anything else, blocking: wait for room with [`wait_writable`], then write at most
+    /// [`PIPE_BUF`] bytes, which a pipe that has room takes without blocking.
+    Blocking,
+}
+
+/// The most bytes a pipe that polls writable takes without blocking (POSIX's PIPE_BUF).
+pub const PIPE_BUF: usize = 4096;
+
+/// A descriptor of the file behind `fd` (stdout) for writes that must never hang tcpspy.
+///
+/// A pipe or a terminal is opened anew through /proc/self/fd, in non-blocking mode: that
+/// gives a file description of our own, so O_NONBLOCK reaches neither the shell sharing the
+/// terminal nor the other writers of the pipe. Anything else (a file, a socket, or a reopen
+/// that failed) gets a duplicate of `fd`.
+pub fn writable_copy(fd: BorrowedFd<'_>) -> io::Result<(File, Writable)> {
+    let dup = File::from(fd.try_clone_to_owned()?);
+    let meta = dup.metadata()?;
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return Ok((dup, Writable::File));
+    }
+    if kind.is_fifo() || kind.is_char_device() {
+        let reopened = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        if let Ok(f) = reopened
+            && let Ok(m) = f.metadata()
+            && (m.dev(), m.ino(), m.rdev()) == (meta.dev(), meta.ino(), meta.rdev())
+        {
+            return Ok((f, Writable::NonBlocking));
         }
     }
-    Ok(())
+    Ok((dup, Writable::Blocking))
+}
+
+/// Waits up to `timeout` until `fd` can take bytes (or has an error to report); returns
+/// whether it can.
+pub fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: poll reads and writes only the one pollfd we pass.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::Interrupted => Ok(false),
+            _ => Err(e),
+        };
+    }
+    Ok(n > 0)
 }
 
 /// A pipe for splice(2): bytes go socket -> pipe -> socket inside the kernel, never copied

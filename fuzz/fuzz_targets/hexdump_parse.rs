@@ -1,4 +1,5 @@
-//! `tcpspy::log::hexdump::parse` on any text.
+//! `tcpspy::log::hexdump::parse`, and the readers of the not-recorded lines (`gaps`,
+//! `coverage`), on any text.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,4 +10,6 @@ fuzz_target!(|s: &str| {
             assert_eq!(c.data.len(), c.len, "parse checks each chunk's length");
         }
     }
+    let _ = tcpspy::log::hexdump::gaps(s);
+    let _ = tcpspy::log::hexdump::coverage(s);
 });

@@ -180,6 +180,7 @@ fn proxy_config(cfg: &BenchConfig, target: SocketAddr, log_dir: &Path) -> Result
         formats: cfg.formats,
         capture: Capture::LogDir,
         log_queue: cfg.log_queue,
+        log_budget: None,
         buffer_size: cfg.buffer_size,
         connect_timeout: parse::parse_duration(defaults::CONNECT_TIMEOUT)?,
         idle_timeout: None,

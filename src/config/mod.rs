@@ -31,6 +31,9 @@ pub const BUFFER_SIZE_RANGE: (u64, u64) = (512, 16 << 20);
 /// Bounds of `--log-queue`: at least two chunks of the largest buffer fit the smallest queue
 /// only if the user says so; 64 KiB to 4 GiB.
 pub const LOG_QUEUE_RANGE: (u64, u64) = (64 << 10, 4 << 30);
+/// Bounds of `--log-budget`: at least 64 KiB (room for a few connections' records and the
+/// reserve kept for their ends), at most [`parse::MAX_SIZE`].
+pub const LOG_BUDGET_RANGE: (u64, u64) = (64 << 10, parse::MAX_SIZE);
 /// Most connections at once: each is two descriptors and its state.
 pub const MAX_CONNECTIONS: usize = 1 << 20;
 /// Most log files kept open at once.
@@ -174,6 +177,8 @@ pub struct Config {
     pub formats: Formats,
     pub capture: Capture,
     pub log_queue: usize,
+    /// `--log-budget`: the most bytes this run keeps in its log files (`None`: no cap).
+    pub log_budget: Option<u64>,
     pub buffer_size: usize,
     pub connect_timeout: Duration,
     pub idle_timeout: Option<Duration>,

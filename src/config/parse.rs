@@ -350,6 +350,12 @@ pub fn log_queue(s: &str) -> Result<Size> {
     parse_size_within(s, lo, hi).map(Size)
 }
 
+/// `--log-budget`: [`super::LOG_BUDGET_RANGE`].
+pub fn log_budget(s: &str) -> Result<Size> {
+    let (lo, hi) = super::LOG_BUDGET_RANGE;
+    parse_size_within(s, lo, hi).map(Size)
+}
+
 /// Parses a comma list of sizes (`64,16K`).
 pub fn parse_size_list(s: &str) -> Result<Vec<u64>> {
     s.split(',').map(|w| parse_size(w.trim())).collect()

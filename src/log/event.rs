@@ -7,8 +7,6 @@ use std::time::{Duration, SystemTime};
 use crate::sys::TcpStats;
 use crate::types::{Dir, End, Hold, Side};
 
-use super::queue::EVENT_OVERHEAD;
-
 pub use crate::types::{ConnId, Holds};
 
 #[derive(Debug)]
@@ -79,11 +77,92 @@ pub enum Event {
 }
 
 impl Event {
-    /// What the event counts against the queue's bound.
+    /// What the event counts against the queue's bound: the event itself and every heap byte
+    /// it owns (a chunk's buffer, an error's text, a close's list of ends), at their capacity,
+    /// since that is what the memory holds while the event waits.
     pub fn cost(&self) -> usize {
+        std::mem::size_of::<Event>().saturating_add(self.heap_bytes())
+    }
+
+    fn heap_bytes(&self) -> usize {
         match self {
-            Event::Data { bytes, .. } => bytes.len() + EVENT_OVERHEAD,
-            _ => EVENT_OVERHEAD,
+            Event::Data { bytes, .. } => bytes.capacity(),
+            Event::End { how, .. } => end_heap(how),
+            Event::Close { ends, .. } => ends.iter().fold(
+                ends.capacity()
+                    .saturating_mul(std::mem::size_of::<(Side, End)>()),
+                |n, (_, how)| n.saturating_add(end_heap(how)),
+            ),
+            Event::Line(line) => line.capacity(),
+            Event::Note { text, .. } => text.capacity(),
+            Event::Open { .. } | Event::Connected { .. } | Event::Held { .. } | Event::Stop => 0,
         }
+    }
+}
+
+fn end_heap(how: &End) -> usize {
+    match how {
+        End::Error(s) | End::ConnectFailed(s) => s.capacity(),
+        End::Fin
+        | End::Reset
+        | End::Aborted
+        | End::ConnectTimeout
+        | End::Shutdown
+        | End::IdleTimeout => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_counts_what_the_event_owns() {
+        let base = std::mem::size_of::<Event>();
+        assert!(
+            base > 64,
+            "an event is bigger than the old flat charge: {base}"
+        );
+        let mut bytes = Vec::with_capacity(4096);
+        bytes.extend_from_slice(b"abc");
+        let data = Event::Data {
+            id: 1,
+            dir: Dir::ClientToServer,
+            at: SystemTime::UNIX_EPOCH,
+            bytes,
+        };
+        assert_eq!(
+            data.cost(),
+            base + 4096,
+            "the buffer's capacity, not its length"
+        );
+        let why = String::from("Connection reset by peer (os error 104)");
+        let cap = why.capacity();
+        let end = Event::End {
+            id: 1,
+            side: Side::Server,
+            how: End::Error(why),
+            at: SystemTime::UNIX_EPOCH,
+        };
+        assert_eq!(end.cost(), base + cap);
+        let mut ends = Vec::with_capacity(4);
+        ends.push((Side::Client, End::Fin));
+        ends.push((Side::Server, End::ConnectFailed("x".repeat(100))));
+        let close = Event::Close {
+            id: 1,
+            at: SystemTime::UNIX_EPOCH,
+            bytes: [0; 2],
+            undelivered: [0; 2],
+            ends,
+            held: Default::default(),
+            tcp: [None, None],
+        };
+        assert_eq!(
+            close.cost(),
+            base + 4 * std::mem::size_of::<(Side, End)>() + 100
+        );
+        let line = String::with_capacity(300);
+        assert_eq!(Event::Line(line).cost(), base + 300);
+        assert_eq!(Event::Stop.cost(), base);
     }
 }

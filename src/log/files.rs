@@ -7,6 +7,10 @@
 //! A file that fails (cannot be created, disk full, size limit, directory gone) returns its
 //! error once; after that it is left as it is, valid up to where writing stopped, and further
 //! writes to it are skipped.
+//!
+//! The set also counts the bytes this run has put on disk ([`Files::used`]): every write and
+//! cut of every file it opened, still open or closed, until [`Files::forget`] says a closed
+//! one was removed. The log budget ([`super::budget`]) decides on that count.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -43,6 +47,11 @@ struct Entry {
     file: Option<File>,
     used: u64,
     failed: bool,
+    /// Bytes this run put in the file (appended to it, for a shared file such as the index).
+    size: u64,
+    /// This run created the file (so it may remove it); false for a shared file, or a name
+    /// that could not be created and may be someone else's.
+    created: bool,
 }
 
 /// The open-file set of the logging thread.
@@ -52,6 +61,8 @@ pub struct Files {
     lru: BTreeMap<u64, usize>,
     tick: u64,
     max_open: usize,
+    /// Bytes this run has on disk in the files it opened (see the module doc).
+    used: u64,
 }
 
 impl Files {
@@ -61,19 +72,30 @@ impl Files {
             lru: BTreeMap::new(),
             tick: 0,
             max_open: max_open.max(1),
+            used: 0,
         }
+    }
+
+    /// Bytes this run has written to its files, less what was cut or removed since.
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// Takes `bytes` off [`Files::used`]: a closed file of that size was removed.
+    pub fn forget(&mut self, bytes: u64) {
+        self.used = self.used.saturating_sub(bytes);
     }
 
     /// Creates a new file at `path`, or at `path.1`, `path.2`, ... if that name is taken: a log
     /// is never overwritten or appended to by another connection.
     pub fn create(&mut self, path: PathBuf) -> (FileId, Option<FileError>) {
-        self.add(path, create_unique)
+        self.add(path, true, create_unique)
     }
 
     /// Opens `path` for appending, creating it (mode 0600) if missing: for files that many
     /// runs share, such as the connection index.
     pub fn open_append(&mut self, path: PathBuf) -> (FileId, Option<FileError>) {
-        self.add(path, |p| reopen(p).map(|f| (f, p.to_path_buf())))
+        self.add(path, false, |p| reopen(p).map(|f| (f, p.to_path_buf())))
     }
 
     /// Opens a file with `open` (which may pick another name) and adds it to the set; a file
@@ -81,6 +103,7 @@ impl Files {
     fn add(
         &mut self,
         path: PathBuf,
+        own: bool,
         open: impl Fn(&Path) -> io::Result<(File, PathBuf)>,
     ) -> (FileId, Option<FileError>) {
         let (entry, err) = match self.open_with_room(|| open(&path)) {
@@ -90,6 +113,8 @@ impl Files {
                     file: Some(file),
                     used: 0,
                     failed: false,
+                    size: 0,
+                    created: own,
                 },
                 None,
             ),
@@ -104,6 +129,8 @@ impl Files {
                         file: None,
                         used: 0,
                         failed: true,
+                        size: 0,
+                        created: false,
                     },
                     Some(err),
                 )
@@ -132,10 +159,16 @@ impl Files {
             }
         }
         self.touch(id.0);
-        let result = match &mut self.entries[id.0].file {
+        let entry = &mut self.entries[id.0];
+        let result = match &mut entry.file {
             Some(f) => f.write_all(bytes),
             None => Ok(()),
         };
+        // Counted even when the write failed part way: what reached the disk is not known,
+        // and the budget must not count less than is there.
+        let n = bytes.len() as u64;
+        entry.size = entry.size.saturating_add(n);
+        self.used = self.used.saturating_add(n);
         result.map_err(|e| self.fail(id.0, e))
     }
 
@@ -154,14 +187,27 @@ impl Files {
                 .open(&entry.path)
                 .and_then(|f| f.set_len(len)),
         };
+        if result.is_ok() && len < entry.size {
+            let cut = entry.size - len;
+            self.used = self.used.saturating_sub(cut);
+            self.entries[id.0].size = len;
+        }
         result.map_err(|e| self.fail(id.0, e))
     }
 
-    /// Closes and forgets a file.
-    pub fn close(&mut self, id: FileId) {
-        if let Some(e) = self.entries.try_remove(id.0) {
+    /// Closes and forgets a file. Returns its path and the bytes this run put in it if this run
+    /// created it (those bytes stay counted in [`Files::used`] until [`Files::forget`]).
+    pub fn close(&mut self, id: FileId) -> Option<(PathBuf, u64)> {
+        let e = self.entries.try_remove(id.0)?;
+        if e.file.is_some() {
             self.lru.remove(&e.used);
         }
+        e.created.then_some((e.path, e.size))
+    }
+
+    /// The bytes this run put in a file so far.
+    pub fn size(&self, id: FileId) -> u64 {
+        self.entries.get(id.0).map_or(0, |e| e.size)
     }
 
     /// The file's name within its directory.

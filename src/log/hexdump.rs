@@ -12,8 +12,19 @@
 //! `hexdump -C`'s, offsets relative to the chunk. "in" is server to client, "out" client to
 //! server, as gotcpspy's binary logs called them.
 //!
-//! Formatting is pure and writes into a `Vec<u8>`; [`parse`] reads a dump back (tests and
-//! tools use it; it must not panic on any input).
+//! Under `--log-budget`, chunks that did not fit are left out, and the dump says so where they
+//! would have been:
+//!
+//! ```text
+//! Not recording 127.0.0.1:50000 (client) from chunk #5 (00050000) on: the log budget is full; relaying goes on
+//! Not recorded (log budget full): 491520 bytes in 8 chunks from 127.0.0.1:50000 (client), #5 to #12 at 00050000-000C7FFF; recording again from #13
+//! ```
+//! (or `; not recorded to the end` when the connection closed first). Chunk numbers and
+//! offsets stay those of the whole stream, so the chunks that are there say where they were.
+//!
+//! Formatting is pure and writes into a `Vec<u8>`; [`parse`] reads a dump back, [`gaps`] its
+//! not-recorded lines and [`coverage`] checks the two together (tests and tools use them;
+//! they must not panic on any input).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -22,6 +33,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::types::{Dir, End, Hold, Side};
 
+use super::budget::Gap;
 use super::event::ConnId;
 use super::files::FileId;
 use super::stamp::Stamper;
@@ -43,7 +55,52 @@ impl HexLog {
     }
 }
 
+/// Room for the lines a chunk adds besides its dump: its header and the first-byte line.
+const CHUNK_LINES: u64 = 512;
+
 impl Output for HexLog {
+    fn name(&self) -> &'static str {
+        "the hex dumps"
+    }
+
+    fn kind(&self) -> &'static str {
+        "hex"
+    }
+
+    fn data_cost(&self, _conn: &ConnInfo, _dir: Dir, len: usize) -> u64 {
+        (len.div_ceil(16) as u64)
+            .saturating_mul(LINE as u64)
+            .saturating_add(CHUNK_LINES)
+    }
+
+    fn not_recorded(
+        &mut self,
+        conn: &ConnInfo,
+        dir: Dir,
+        at: SystemTime,
+        _bytes: &[u8],
+        io: &mut Io,
+    ) {
+        let Some(gap) = conn.gaps[dir.index()] else {
+            return;
+        };
+        if gap.chunks != 1 {
+            return;
+        }
+        io.scratch.clear();
+        if conn.chunks[dir.index()] == 0 {
+            first_byte(&mut io.scratch, conn, dir, at);
+        }
+        not_recording(&mut io.scratch, conn, dir, &gap);
+        self.write(conn, io);
+    }
+
+    fn gap_end(&mut self, conn: &ConnInfo, dir: Dir, gap: &Gap, resumed: bool, io: &mut Io) {
+        io.scratch.clear();
+        not_recorded(&mut io.scratch, conn, dir, gap, resumed);
+        self.write(conn, io);
+    }
+
     fn open(&mut self, conn: &mut ConnInfo, io: &mut Io) {
         let stamp = stamp::file_stamp(conn.started);
         let name = naming::hex_name(&stamp, &conn.label, &conn.local, &conn.target);
@@ -127,7 +184,7 @@ impl Output for HexLog {
         finished(&mut io.scratch, &mut io.stamper, conn, closed);
         self.write(conn, io);
         if let Some(f) = self.conns.remove(&conn.id) {
-            io.files.close(f);
+            io.close_file(conn.id, f);
         }
     }
 
@@ -136,6 +193,48 @@ impl Output for HexLog {
             io.files.close(f);
         }
     }
+}
+
+/// Appends the line for a direction's first chunk not recorded.
+pub fn not_recording(out: &mut Vec<u8>, conn: &ConnInfo, dir: Dir, gap: &Gap) {
+    let side = dir.source();
+    let line = format!(
+        "Not recording {} ({}) from chunk #{} ({:08X}) on: the log budget is full; relaying goes on\n",
+        conn.peer(side),
+        side.name(),
+        gap.first,
+        gap.offset,
+    );
+    out.extend_from_slice(line.as_bytes());
+}
+
+/// The words that open the line of a stretch not recorded; [`gaps`] finds them.
+pub const NOT_RECORDED: &str = "Not recorded (log budget full): ";
+
+/// Appends the line that closes a stretch not recorded: its bytes, chunks and offsets, and
+/// whether recording resumed after it or the connection ended first.
+pub fn not_recorded(out: &mut Vec<u8>, conn: &ConnInfo, dir: Dir, gap: &Gap, resumed: bool) {
+    let side = dir.source();
+    let last_chunk = gap.first.saturating_add(gap.chunks.saturating_sub(1));
+    let last_byte = gap
+        .offset
+        .saturating_add(gap.bytes)
+        .saturating_sub(u64::from(gap.bytes > 0));
+    let then = if resumed {
+        format!("recording again from #{}", last_chunk.saturating_add(1))
+    } else {
+        "not recorded to the end".to_string()
+    };
+    let line = format!(
+        "{NOT_RECORDED}{} bytes in {} chunks from {} ({}), #{} to #{last_chunk} at {:08X}-{last_byte:08X}; {then}\n",
+        gap.bytes,
+        gap.chunks,
+        conn.peer(side),
+        side.name(),
+        gap.first,
+        gap.offset,
+    );
+    out.extend_from_slice(line.as_bytes());
 }
 
 /// Bytes per full dump line, newline included.
@@ -559,6 +658,75 @@ pub fn streams(text: &str) -> Result<[Vec<u8>; 2], String> {
     Ok(s)
 }
 
+/// A stretch of a direction that a hex dump says it did not record (a `Not recorded` line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Missing {
+    pub dir: Dir,
+    /// The first chunk left out, and how many.
+    pub first: u64,
+    pub chunks: u64,
+    /// Where the stretch starts in its direction's stream, and its length.
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The stretches a hex dump says it did not record, in order; lines that do not parse are
+/// not counted.
+pub fn gaps(text: &str) -> Vec<Missing> {
+    text.lines().filter_map(parse_gap).collect()
+}
+
+/// Parses `N bytes in M chunks from PEER (side), #a to #b at XXXXXXXX-YYYYYYYY; ...`.
+fn parse_gap(line: &str) -> Option<Missing> {
+    let rest = line.strip_prefix(NOT_RECORDED)?;
+    let (len, rest) = rest.split_once(" bytes in ")?;
+    let (chunks, rest) = rest.split_once(" chunks from ")?;
+    let (dir, rest) = if let Some((_, r)) = rest.split_once(" (client), #") {
+        (Dir::ClientToServer, r)
+    } else {
+        let (_, r) = rest.split_once(" (server), #")?;
+        (Dir::ServerToClient, r)
+    };
+    let (first, rest) = rest.split_once(" to #")?;
+    let (_, rest) = rest.split_once(" at ")?;
+    let (offset, _) = rest.split_once('-')?;
+    Some(Missing {
+        dir,
+        first: first.parse().ok()?,
+        chunks: chunks.parse().ok()?,
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        len: len.parse().ok()?,
+    })
+}
+
+/// Checks that the chunks a hex dump holds and the stretches it says it left out follow each
+/// other without a hole or an overlap in each direction, chunk numbers and offsets alike, and
+/// returns each direction's length (indexed by [`Dir`]).
+pub fn coverage(text: &str) -> Result<[u64; 2], String> {
+    let mut next = [(0u64, 0u64); 2];
+    let mut pieces: Vec<(Dir, u64, u64, u64, u64)> = parse(text)?
+        .into_iter()
+        .map(|c| (c.dir, c.number, 1, c.offset, c.len as u64))
+        .collect();
+    pieces.extend(
+        gaps(text)
+            .into_iter()
+            .map(|g| (g.dir, g.first, g.chunks, g.offset, g.len)),
+    );
+    pieces.sort_by_key(|&(dir, number, ..)| (dir.index(), number));
+    for (dir, number, chunks, offset, len) in pieces {
+        let (n, o) = &mut next[dir.index()];
+        if number != *n || offset != *o {
+            return Err(format!(
+                "{dir:?}: chunk #{number} at {offset:#x}, expected #{n} at {o:#x}"
+            ));
+        }
+        *n = n.saturating_add(chunks);
+        *o = o.saturating_add(len);
+    }
+    Ok([next[0].1, next[1].1])
+}
+
 fn check(c: Chunk) -> Result<Chunk, String> {
     if c.data.len() != c.len {
         return Err(format!(
@@ -716,6 +884,8 @@ mod tests {
             chunks: [0; 2],
             offsets: [0; 2],
             files: Vec::new(),
+            gaps: [None; 2],
+            not_recorded: [0; 2],
         };
         let line = |f: &dyn Fn(&mut Vec<u8>, &mut Stamper)| {
             let mut out = Vec::new();
@@ -829,6 +999,156 @@ mod tests {
         let chunks = parse(&text).unwrap();
         assert_eq!(chunks.len(), 3);
         assert_eq!((chunks[2].number, chunks[2].offset), (1, 18));
+    }
+
+    /// The lines a gap writes read back as the stretch they name, and with the chunks that
+    /// are there they cover each direction exactly.
+    #[test]
+    fn not_recorded_lines_round_trip() {
+        let mut s = Stamper::default();
+        let t = UNIX_EPOCH;
+        let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut conn = ConnInfo {
+            id: 1,
+            label: "0001".into(),
+            rule: 0,
+            target_name: "t".into(),
+            client,
+            target: "[::1]:80".parse().unwrap(),
+            local: "127.0.0.1:4000".parse().unwrap(),
+            started: t,
+            connected: Some(t),
+            chunks: [0; 2],
+            offsets: [0; 2],
+            files: Vec::new(),
+            gaps: [None; 2],
+            not_recorded: [0; 2],
+        };
+        let mut out = Vec::new();
+        let mut chunk = |out: &mut Vec<u8>, conn: &mut ConnInfo, dir: Dir, data: &[u8]| {
+            let i = dir.index();
+            chunk_header(
+                out,
+                &mut s,
+                conn.chunks[i],
+                conn.offsets[i],
+                data.len(),
+                conn.peer(dir.source()),
+                dir.source(),
+                t,
+            );
+            dump(data, out);
+            conn.chunks[i] += 1;
+            conn.offsets[i] += data.len() as u64;
+        };
+        chunk(&mut out, &mut conn, Dir::ClientToServer, b"hello");
+        let gap = Gap {
+            first: 1,
+            offset: 5,
+            chunks: 3,
+            bytes: 0x1_0000_0000,
+        };
+        not_recording(&mut out, &conn, Dir::ClientToServer, &gap);
+        conn.chunks[0] += 3;
+        conn.offsets[0] += gap.bytes;
+        not_recorded(&mut out, &conn, Dir::ClientToServer, &gap, true);
+        chunk(&mut out, &mut conn, Dir::ClientToServer, b"again");
+        chunk(&mut out, &mut conn, Dir::ServerToClient, b"ok");
+        let down = Gap {
+            first: 1,
+            offset: 2,
+            chunks: 1,
+            bytes: 7,
+        };
+        not_recorded(&mut out, &conn, Dir::ServerToClient, &down, false);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Not ")).collect();
+        assert_eq!(
+            lines,
+            [
+                "Not recording 127.0.0.1:5000 (client) from chunk #1 (00000005) on: the log budget is full; relaying goes on",
+                "Not recorded (log budget full): 4294967296 bytes in 3 chunks from 127.0.0.1:5000 (client), #1 to #3 at 00000005-100000004; recording again from #4",
+                "Not recorded (log budget full): 7 bytes in 1 chunks from [::1]:80 (server), #1 to #1 at 00000002-00000008; not recorded to the end",
+            ]
+        );
+        assert_eq!(
+            gaps(&text),
+            [
+                Missing {
+                    dir: Dir::ClientToServer,
+                    first: 1,
+                    chunks: 3,
+                    offset: 5,
+                    len: 0x1_0000_0000
+                },
+                Missing {
+                    dir: Dir::ServerToClient,
+                    first: 1,
+                    chunks: 1,
+                    offset: 2,
+                    len: 7
+                }
+            ]
+        );
+        assert_eq!(coverage(&text), Ok([0x1_0000_0000 + 10, 9]));
+        assert!(streams(&text).is_err(), "the streams have a hole");
+        // A line dropped, or a chunk out of place, is caught.
+        let without: String = text
+            .lines()
+            .filter(|l| !l.starts_with(NOT_RECORDED))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(coverage(&without).is_err());
+        for junk in [
+            "Not recorded (log budget full): ",
+            "Not recorded (log budget full): x bytes in 1 chunks from a (client), #1 to #1 at 0-0",
+            "Not recorded (log budget full): 1 bytes in 1 chunks from a (elsewhere), #1 to #1 at 0-0",
+        ] {
+            assert!(gaps(junk).is_empty(), "{junk}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The readers of not-recorded lines take any text without a panic, and read back
+        /// any stretch the writer can write.
+        #[test]
+        fn gap_lines_never_panic_and_round_trip(
+            junk in ".{0,200}",
+            first in 0u64..u64::MAX / 2,
+            chunks in 1u64..1000,
+            offset in 0u64..u64::MAX / 2,
+            bytes in 1u64..u64::MAX / 4,
+            server: bool,
+        ) {
+            let _ = gaps(&junk);
+            let _ = coverage(&junk);
+            let _ = gaps(&format!("{NOT_RECORDED}{junk}"));
+            let conn = ConnInfo {
+                id: 1,
+                label: "0001".into(),
+                rule: 0,
+                target_name: "t".into(),
+                client: "[::1]:1".parse().unwrap(),
+                target: "10.0.0.1:2".parse().unwrap(),
+                local: "[::1]:3".parse().unwrap(),
+                started: UNIX_EPOCH,
+                connected: None,
+                chunks: [0; 2],
+                offsets: [0; 2],
+                files: Vec::new(),
+                gaps: [None; 2],
+                not_recorded: [0; 2],
+            };
+            let dir = if server { Dir::ServerToClient } else { Dir::ClientToServer };
+            let gap = Gap { first, offset, chunks, bytes };
+            let mut out = Vec::new();
+            not_recorded(&mut out, &conn, dir, &gap, server);
+            let text = String::from_utf8(out).unwrap();
+            proptest::prop_assert_eq!(
+                gaps(&text),
+                vec![Missing { dir, first, chunks, offset, len: bytes }]
+            );
+        }
     }
 
     #[test]

@@ -1,14 +1,34 @@
 //! `connections.jsonl`: one JSON line per connection as it ends, in the log directory, so a
 //! run with thousands of connections can be searched with jq. The file is appended to (runs
 //! and processes sharing a directory add to it), one `write` per line.
+//!
+//! Under `--log-budget` each line also counts the bytes not recorded per direction
+//! (`"not_recorded":[0,491520]`), and every removal the budget makes has a line of its own:
+//! `{"removed":"0001","files":[...],"bytes":N,"reason":"log budget"}`, `"removed":"capture"`
+//! for a capture part. Those lines have no `number`: `select(.number)` keeps the connections.
+//!
+//! The index counts against the budget too: once this run has put an eighth of the budget in
+//! `connections.jsonl`, its lines go on in parts of that size, `connections-<stamp>-1.jsonl`,
+//! ..., which the budget removes in turn, oldest first. A removed part takes its lines and
+//! removal notes with it, so its own note says what the index no longer holds, counting from
+//! the start of the run: `{"removed":"index","files":[...],"bytes":N,"lines_of":"0017-0040",
+//! "lines_removed":"0017-0040","files_removed":"0001-0038,0040","reason":"log budget"}`:
+//! the connections whose lines were in this part, every connection whose line is gone, and
+//! every connection whose files are gone. Together with the lines still there, the latest such
+//! note accounts for every connection of the run.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
+use crate::config::parse::Size;
+
 use chrono::{DateTime, Local, SecondsFormat};
 
+use super::budget::{CAPTURE, INDEX, Removal};
+use super::event::ConnId;
 use super::files::FileId;
-use super::{Closed, ConnInfo, Io, Output, stamp};
+use super::{Closed, ConnInfo, Io, Output, eprint_line, naming, stamp};
 use crate::types::Dir;
 
 /// The index's file name in the log directory.
@@ -20,19 +40,48 @@ pub struct Index {
     file: Option<FileId>,
     /// The listening address of each rule, for the `listen` field.
     listens: Vec<SocketAddr>,
+    /// Under a log budget, the parts (see the module doc).
+    parts: Option<Parts>,
+    /// Put before connection numbers, as the labels have it.
+    prefix: Option<String>,
+}
+
+struct Parts {
+    /// The most bytes of this run's lines a part takes.
+    size: u64,
+    /// The run's start, which names the parts.
+    stamp: String,
+    /// The part being written: 0 for `connections.jsonl`.
+    number: u32,
+    /// The connections whose lines the part holds.
+    ids: Vec<ConnId>,
+    /// Every connection whose line went with a removed part, and whose files were removed.
+    lines_removed: Ranges,
+    files_removed: Ranges,
 }
 
 impl Index {
-    pub fn new(listens: Vec<SocketAddr>) -> Index {
+    /// `part_size`: under a log budget, the size of this run's index parts. `prefix`: what
+    /// connection labels have before their number.
+    pub fn new(listens: Vec<SocketAddr>, part_size: Option<u64>, prefix: Option<String>) -> Index {
         Index {
             file: None,
             listens,
+            parts: part_size.map(|size| Parts {
+                size,
+                stamp: String::new(),
+                number: 0,
+                ids: Vec::new(),
+                lines_removed: Ranges::default(),
+                files_removed: Ranges::default(),
+            }),
+            prefix,
         }
     }
-}
 
-impl Output for Index {
-    fn close(&mut self, conn: &ConnInfo, closed: &Closed, io: &mut Io) {
+    /// Appends a line, of connection `id` if it is one; under a budget, begins the next part
+    /// first when the line would take this one past its size.
+    fn write(&mut self, line: &str, id: Option<ConnId>, io: &mut Io) {
         let file = match self.file {
             Some(f) => f,
             None => {
@@ -41,10 +90,154 @@ impl Output for Index {
                 *self.file.get_or_insert(f)
             }
         };
-        let line = json_line(conn, closed, self.listens.get(conn.rule));
+        let file = match &mut self.parts {
+            Some(p) if io.files.size(file).saturating_add(line.len() as u64) > p.size => {
+                io.close_index_part(file, std::mem::take(&mut p.ids));
+                p.number = p.number.saturating_add(1);
+                let name = naming::index_part(&p.stamp, p.number);
+                if p.number == 1 {
+                    eprint_line(&format!(
+                        "tcpspy: log budget: the index goes on in parts of {}: {name}, ...",
+                        Size(p.size)
+                    ));
+                }
+                let (f, err) = io.files.create(io.dir.join(name));
+                io.errors.extend(err);
+                self.file = Some(f);
+                f
+            }
+            _ => file,
+        };
+        if let (Some(p), Some(id)) = (&mut self.parts, id) {
+            p.ids.push(id);
+        }
         let r = io.files.write(file, line.as_bytes());
         io.check(r);
     }
+}
+
+/// A set of connections as their labels have them (with `prefix` before the numbers).
+fn labels(prefix: &Option<String>, r: &Ranges) -> String {
+    r.text(|id| match prefix {
+        Some(p) => format!("{p}-{}", naming::number(id)),
+        None => naming::number(id),
+    })
+}
+
+/// A set of connection ids, as ranges: `0001-0038,0040`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ranges(BTreeMap<ConnId, ConnId>);
+
+impl Ranges {
+    pub fn insert(&mut self, id: ConnId) {
+        let below = self.0.range(..=id).next_back().map(|(&a, &b)| (a, b));
+        if let Some((_, end)) = below
+            && end >= id
+        {
+            return;
+        }
+        let mut start = id;
+        let mut end = id;
+        if let Some((a, b)) = below
+            && b.checked_add(1) == Some(id)
+        {
+            start = a;
+        }
+        if let Some(next) = id.checked_add(1)
+            && let Some(e) = self.0.remove(&next)
+        {
+            end = e;
+        }
+        self.0.insert(start, end);
+    }
+
+    /// The set as text, each id written by `label`.
+    pub fn text(&self, label: impl Fn(ConnId) -> String) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(&a, &b)| match a == b {
+                true => label(a),
+                false => format!("{}-{}", label(a), label(b)),
+            })
+            .collect();
+        parts.join(",")
+    }
+}
+
+impl Output for Index {
+    fn name(&self) -> &'static str {
+        "the connection index"
+    }
+
+    fn kind(&self) -> &'static str {
+        "index"
+    }
+
+    fn start(&mut self, _io: &mut Io) {
+        if let Some(p) = &mut self.parts {
+            p.stamp = stamp::file_stamp(SystemTime::now());
+        }
+    }
+
+    fn close(&mut self, conn: &ConnInfo, closed: &Closed, io: &mut Io) {
+        let mut line = json_line(conn, closed, self.listens.get(conn.rule));
+        if self.parts.is_some() {
+            line.truncate(line.len().saturating_sub(2));
+            line.push_str(&format!(
+                ",\"not_recorded\":[{},{}]}}\n",
+                conn.not_recorded[0], conn.not_recorded[1]
+            ));
+        }
+        self.write(&line, Some(conn.id), io);
+    }
+
+    fn removed(&mut self, removal: &Removal, io: &mut Io) {
+        let mut line = removal_line(removal);
+        if let Some(p) = &mut self.parts {
+            match removal.what.as_str() {
+                CAPTURE => {}
+                INDEX => {
+                    let mut of = Ranges::default();
+                    for &id in &removal.ids {
+                        of.insert(id);
+                        p.lines_removed.insert(id);
+                    }
+                    let extra = format!(
+                        ",\"lines_of\":{},\"lines_removed\":{},\"files_removed\":{}",
+                        json_str(&labels(&self.prefix, &of)),
+                        json_str(&labels(&self.prefix, &p.lines_removed)),
+                        json_str(&labels(&self.prefix, &p.files_removed)),
+                    );
+                    let at = line.rfind(",\"reason\"").unwrap_or(line.len());
+                    line.insert_str(at, &extra);
+                }
+                _ => {
+                    for &id in &removal.ids {
+                        p.files_removed.insert(id);
+                    }
+                }
+            }
+        }
+        self.write(&line, None, io);
+    }
+
+    fn finish(&mut self, io: &mut Io) {
+        if let Some(f) = self.file.take() {
+            io.files.close(f);
+        }
+    }
+}
+
+/// A removal's line, newline included.
+pub fn removal_line(r: &Removal) -> String {
+    let files: Vec<String> = r.files.iter().map(|f| json_str(f)).collect();
+    format!(
+        "{{\"removed\":{},\"files\":[{}],\"bytes\":{},\"reason\":\"log budget\"}}\n",
+        json_str(&r.what),
+        files.join(","),
+        r.bytes
+    )
 }
 
 /// RFC 3339 with microseconds, in local time with its offset.
@@ -122,6 +315,22 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
+    fn ranges_merge() {
+        let mut r = Ranges::default();
+        for id in [5, 1, 2, 3, 9, 4, 7, 3, 11, 10] {
+            r.insert(id);
+        }
+        assert_eq!(r.text(|id| format!("{id:04}")), "0001-0005,0007,0009-0011");
+        r.insert(8);
+        r.insert(6);
+        assert_eq!(r.text(|id| id.to_string()), "1-11");
+        r.insert(u64::MAX);
+        r.insert(0);
+        assert_eq!(r.text(|id| id.to_string()), format!("0-11,{}", u64::MAX));
+        assert_eq!(Ranges::default().text(|id| id.to_string()), "");
+    }
+
+    #[test]
     fn escapes() {
         assert_eq!(
             json_str("a\"b\\c\n\u{1b}[2J"),
@@ -146,6 +355,8 @@ mod tests {
             chunks: [0; 2],
             offsets: [0; 2],
             files: vec!["log-a.log".into(), "log-binary-b.log".into()],
+            gaps: [None; 2],
+            not_recorded: [0; 2],
         };
         let closed = Closed {
             at: t + Duration::from_millis(1500),
@@ -172,5 +383,14 @@ mod tests {
         ] {
             assert!(line.contains(part), "{part} in {line}");
         }
+        assert_eq!(
+            removal_line(&Removal {
+                what: "0007".into(),
+                files: vec!["log-a.log".into()],
+                bytes: 12,
+                ids: vec![7],
+            }),
+            "{\"removed\":\"0007\",\"files\":[\"log-a.log\"],\"bytes\":12,\"reason\":\"log budget\"}\n"
+        );
     }
 }

@@ -21,21 +21,22 @@
 //! anywhere never leaves the terminal coloured.
 //!
 //! Output is built in a buffer and written at the end of each batch of events, or sooner when
-//! it passes [`WRITE_AT`], with blocking writes: a terminal that cannot keep up holds the
-//! logging thread back, which fills the queue and pauses the relay; the view never drops a
-//! chunk. A closed stdout (`tcpspy -x | head`) stops the proxy quietly.
+//! it passes [`WRITE_AT`], waiting for the reader: a terminal that cannot keep up holds the
+//! logging thread back, which fills the queue and pauses the relay; while tcpspy runs the
+//! view never drops a chunk. A closed stdout (`tcpspy -x | head`) stops the proxy quietly.
+//! Once tcpspy is stopping, the reader gets [`stdout::GRACE`] to take what is left; then the
+//! view gives up, counts the chunks and lines it could not show, and says so at the end (the
+//! exit status is then 1).
 
-use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
 use std::time::SystemTime;
 
 use crate::config::{Live, LiveMode};
 use crate::stop::StopHandle;
-use crate::sys;
 use crate::types::Dir;
 
 use super::stamp::Stamper;
+use super::stdout::{self, Cut, Stdout};
 use super::{Closed, ConnInfo, Io, Output, eprint_line, hexdump, report};
 
 /// Bytes of output after which a batch is written out before its end: a batch can hold the
@@ -191,9 +192,15 @@ pub fn paint(lines: &[u8], colour: &[u8], out: &mut Vec<u8>) {
 pub struct LiveView {
     format: Format,
     /// `None` before the start, and for good after a failed write.
-    out: Option<File>,
+    out: Option<Stdout>,
     buf: Vec<u8>,
+    /// Where each chunk (true) or line (false) in `buf` ends: what a cut-off write lost.
+    marks: Vec<(usize, bool)>,
     stop: Option<StopHandle>,
+    /// The reader stopped reading and the stop's deadline passed.
+    gave_up: bool,
+    /// Chunks and lines never shown because of it.
+    lost: (u64, u64),
 }
 
 impl LiveView {
@@ -203,36 +210,84 @@ impl LiveView {
             format: Format::new(live),
             out: None,
             buf: Vec::new(),
+            marks: Vec::new(),
             stop,
+            gave_up: false,
+            lost: (0, 0),
         }
+    }
+
+    /// Counts a chunk or line that will not be shown.
+    fn lose(&mut self, chunk: bool) {
+        if chunk {
+            self.lost.0 += 1;
+        } else {
+            self.lost.1 += 1;
+        }
+    }
+
+    /// True if something is to be formatted; counts it as lost if the view gave up.
+    fn showing(&mut self, chunk: bool) -> bool {
+        if self.gave_up {
+            self.lose(chunk);
+        }
+        self.out.is_some()
+    }
+
+    fn mark(&mut self, chunk: bool) {
+        self.marks.push((self.buf.len(), chunk));
     }
 
     /// Writes the buffer out, waiting for the reader; a failed write turns the view off.
     fn write_out(&mut self, io: &mut Io) {
         let Some(out) = &mut self.out else {
             self.buf.clear();
+            self.marks.clear();
             return;
         };
         if self.buf.is_empty() {
             return;
         }
-        let r = sys::write_all_waiting(out, &self.buf);
+        let r = out.write_all(&self.buf, &io.deadline);
         self.buf.clear();
         if self.buf.capacity() > 4 * WRITE_AT {
             self.buf = Vec::new();
         }
-        if let Err(e) = r {
-            self.out = None;
-            if e.kind() == io::ErrorKind::BrokenPipe {
-                // `tcpspy -x | head`: the reader has seen what it wanted, and the view was the
-                // point of the run. Not an error: the run ends as if stopped by a signal.
-                if let Some(stop) = &self.stop {
-                    stop.stop();
+        let cut = match r {
+            Ok(()) => None,
+            Err(short) => {
+                self.out = None;
+                match short.why {
+                    Cut::Gone(_) => {
+                        // `tcpspy -x | head`: the reader has seen what it wanted, and the view
+                        // was the point of the run. Not an error: the run ends as if stopped
+                        // by a signal.
+                        if let Some(stop) = &self.stop {
+                            stop.stop();
+                        }
+                        None
+                    }
+                    Cut::Failed(e) => {
+                        failed(&e, io);
+                        None
+                    }
+                    Cut::GaveUp => Some(short.written),
                 }
-            } else {
-                failed(&e, io);
+            }
+        };
+        if let Some(written) = cut {
+            self.gave_up = true;
+            let lost: Vec<bool> = self
+                .marks
+                .iter()
+                .filter(|&&(end, _)| end > written)
+                .map(|&(_, chunk)| chunk)
+                .collect();
+            for chunk in lost {
+                self.lose(chunk);
             }
         }
+        self.marks.clear();
     }
 }
 
@@ -244,34 +299,44 @@ fn failed(e: &io::Error, io: &mut Io) {
 }
 
 impl Output for LiveView {
+    fn name(&self) -> &'static str {
+        "the live view on stdout"
+    }
+
+    fn kind(&self) -> &'static str {
+        "live"
+    }
+
     fn start(&mut self, io: &mut Io) {
-        // A descriptor of our own: std's stdout is line-buffered, and takes a lock per write.
-        match io::stdout().as_fd().try_clone_to_owned() {
-            Ok(fd) => self.out = Some(File::from(fd)),
+        match Stdout::open() {
+            Ok(out) => self.out = Some(out),
             Err(e) => failed(&e, io),
         }
     }
 
     fn open(&mut self, conn: &mut ConnInfo, _io: &mut Io) {
-        if self.out.is_some() {
+        if self.showing(false) {
             self.format.line(&mut self.buf, &report::open_line(conn));
+            self.mark(false);
         }
     }
 
     fn data(&mut self, conn: &ConnInfo, dir: Dir, at: SystemTime, bytes: &[u8], io: &mut Io) {
-        if self.out.is_none() {
+        if !self.showing(true) {
             return;
         }
         self.format.chunk(&mut self.buf, conn, dir, at, bytes);
+        self.mark(true);
         if self.buf.len() >= WRITE_AT {
             self.write_out(io);
         }
     }
 
     fn close(&mut self, conn: &ConnInfo, closed: &Closed, _io: &mut Io) {
-        if self.out.is_some() {
+        if self.showing(false) {
             self.format
                 .line(&mut self.buf, &report::closed_line(conn, closed));
+            self.mark(false);
         }
     }
 
@@ -281,6 +346,16 @@ impl Output for LiveView {
 
     fn finish(&mut self, io: &mut Io) {
         self.write_out(io);
+        if self.gave_up {
+            let (chunks, lines) = self.lost;
+            let what = format!(
+                "the live view on stdout lost {chunks} chunks and {lines} connection lines: its \
+                 reader stopped reading (it had {}s after the relay stopped)",
+                stdout::GRACE.as_secs()
+            );
+            eprint_line(&format!("tcpspy: {what}"));
+            io.failures.push(what);
+        }
     }
 }
 
@@ -342,6 +417,8 @@ mod tests {
             chunks: [2, 0],
             offsets: [0x1234, 0],
             files: Vec::new(),
+            gaps: [None; 2],
+            not_recorded: [0; 2],
         }
     }
 

@@ -4,12 +4,16 @@
 //!   on the upstream connection and `<remote>` the target's;
 //! - binary, one per direction: `log-binary-<stamp>-<NNNN>-<peer>.log`, the client-to-server
 //!   bytes named after `<local>`, the server-to-client bytes after `<remote>`;
-//! - the capture, one per run: `capture-<stamp>.pcapng`.
+//! - the capture, one per run: `capture-<stamp>.pcapng`; under `--log-budget` it goes on in
+//!   parts named after the first: `capture-<stamp>-1.pcapng`, `capture-<stamp>-2.pcapng`, ...
+//! - the connection index, `connections.jsonl`, shared by runs; under `--log-budget` this
+//!   run's lines go on in parts of its own: `connections-<stamp>-1.jsonl`, ...
 //!
 //! Addresses come from the kernel, but every character outside `[A-Za-z0-9.-]` is still
 //! replaced, so nothing can make a name leave the log directory.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use crate::types::Dir;
 
@@ -60,6 +64,24 @@ pub fn capture_name(stamp: &str) -> String {
     format!("capture-{stamp}.pcapng")
 }
 
+/// The name of part `n` (from 1) of this run's connection index.
+pub fn index_part(stamp: &str, n: u32) -> String {
+    format!("connections-{stamp}-{n}.jsonl")
+}
+
+/// The name of part `n` of a capture whose first part is `first`: `-n` before the extension.
+pub fn capture_part(first: &Path, n: u32) -> PathBuf {
+    let stem = first
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match first.extension() {
+        Some(ext) => format!("{stem}-{n}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{n}"),
+    };
+    first.with_file_name(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +109,14 @@ mod tests {
         assert_eq!(
             capture_name("2012.04.20-19.55.17"),
             "capture-2012.04.20-19.55.17.pcapng"
+        );
+        assert_eq!(
+            capture_part(Path::new("logs/capture-2012.04.20-19.55.17.pcapng"), 2),
+            Path::new("logs/capture-2012.04.20-19.55.17-2.pcapng")
+        );
+        assert_eq!(
+            capture_part(Path::new("/tmp/run"), 1),
+            Path::new("/tmp/run-1")
         );
     }
 

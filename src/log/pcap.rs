@@ -28,21 +28,30 @@
 //!
 //! [`Conversation`] formats into a `Vec<u8>` and does no I/O; [`PcapLog`] writes each event's
 //! packets with one `write`, so a reader of the pipe sees them as soon as the logger does.
+//!
+//! Under `--log-budget` the capture file is written in parts of an eighth of the budget, each
+//! a whole pcapng file with its own header (`capture-<stamp>.pcapng`, then
+//! `capture-<stamp>-1.pcapng`, ...), so that the oldest can be removed; a conversation simply
+//! goes on in the next part. A chunk the budget leaves out is a gap in its sequence numbers
+//! (Wireshark: "previous segment not captured"), and the next packet from that side says in its
+//! comment how many bytes are missing before it.
+//!
+//! On stdout (`--pcap -`), once tcpspy is stopping, the reader gets [`stdout::GRACE`] to take
+//! what is left; after that the capture gives up (it ends cut short) and says how many chunks
+//! it could not write.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Capture;
-use crate::sys;
 use crate::types::{Dir, End, Side};
 
 use super::event::ConnId;
 use super::files::FileId;
+use super::stdout::{self, Cut, Stdout};
 use super::{Closed, ConnInfo, Io, Output, eprint_line, naming, stamp};
 
 /// Raw IPv4 or IPv6 packets, told apart by their version nibble.
@@ -215,6 +224,8 @@ pub struct Conversation {
     reset: bool,
     /// Ends other than FIN, written at the close (see the module doc).
     held: Vec<(Side, End, SystemTime)>,
+    /// Bytes each side sent that the capture left out since its last packet (log budget).
+    skipped: [u64; 2],
 }
 
 impl Conversation {
@@ -247,6 +258,7 @@ impl Conversation {
             fin: [false; 2],
             reset: false,
             held: Vec::new(),
+            skipped: [0; 2],
         }
     }
 
@@ -306,6 +318,18 @@ impl Conversation {
         }
         let (seq, ack) = (self.next[d], self.next[s]);
         self.packet(dst, ACK, seq, ack, &[], t, None, out);
+    }
+
+    /// A chunk left out of the capture: its bytes still take their sequence numbers, so the
+    /// gap shows, and the next packet from its source says how many are missing.
+    pub fn skip(&mut self, dir: Dir, len: usize, at: SystemTime, out: &mut Vec<u8>) {
+        if len == 0 || self.reset {
+            return;
+        }
+        self.connected(at, out);
+        let s = dir.source().index();
+        self.next[s] = self.next[s].wrapping_add(len as u32);
+        self.skipped[s] = self.skipped[s].saturating_add(len as u64);
     }
 
     /// A side ended: a FIN is written now; any other end waits for [`Conversation::close`].
@@ -399,6 +423,21 @@ impl Conversation {
         out: &mut Vec<u8>,
     ) {
         let (s, d) = (from.index(), from.other().index());
+        let joined;
+        let comment = match std::mem::take(&mut self.skipped[s]) {
+            0 => comment,
+            n => {
+                let note = format!(
+                    "{n} bytes the {} sent before this packet were not recorded (log budget full)",
+                    from.name()
+                );
+                joined = match comment {
+                    Some(c) => format!("{c}; {note}"),
+                    None => note,
+                };
+                Some(joined.as_str())
+            }
+        };
         let options: &[u8] = if flags & SYN != 0 { &SYN_OPTIONS } else { &[] };
         let tcp_len = 20 + options.len() + payload.len();
         let len = if self.v6 { 40 } else { 20 } + tcp_len;
@@ -492,7 +531,28 @@ enum Sink {
     /// Not opened, or failed: nothing more is written.
     Off,
     File(FileId),
-    Stdout(File),
+    Stdout(Stdout),
+}
+
+/// The capture's parts under a log budget.
+struct Parts {
+    /// The most bytes a part takes before the next begins.
+    size: u64,
+    /// The name asked for the first part; the others are named after it.
+    first: PathBuf,
+    /// The number of the part being written (0 for the first).
+    number: u32,
+    /// The header every part starts with.
+    header: Vec<u8>,
+}
+
+/// Room for what a chunk adds besides its bytes: per segment a block, IP and TCP headers and
+/// padding; the ACK after it; a handshake if the connection had none; a new part's header.
+fn packets_cost(len: usize) -> u64 {
+    let segments = len.div_ceil(MSS).max(1) as u64;
+    (len as u64)
+        .saturating_add(segments.saturating_mul(100))
+        .saturating_add(1024)
 }
 
 /// The capture output: one stream for the whole run.
@@ -500,14 +560,32 @@ pub struct PcapLog {
     capture: Capture,
     sink: Sink,
     conns: HashMap<ConnId, Conversation>,
+    parts: Option<Parts>,
+    /// stdout's reader stopped reading and the stop's deadline passed.
+    gave_up: bool,
+    /// Chunks that could not be written to stdout because of it.
+    lost: u64,
 }
 
 impl PcapLog {
-    pub fn new(capture: Capture) -> PcapLog {
+    /// `part_size`: under a log budget, the size of the capture's parts.
+    pub fn new(capture: Capture, part_size: Option<u64>) -> PcapLog {
         PcapLog {
             capture,
             sink: Sink::Off,
             conns: HashMap::new(),
+            parts: part_size.map(|size| {
+                let mut head = Vec::new();
+                header(&mut head);
+                Parts {
+                    size,
+                    first: PathBuf::new(),
+                    number: 0,
+                    header: head,
+                }
+            }),
+            gave_up: false,
+            lost: 0,
         }
     }
 
@@ -515,10 +593,14 @@ impl PcapLog {
         !matches!(self.sink, Sink::Off)
     }
 
-    /// Writes the scratch buffer; after a failure, reported once, the capture is off.
-    fn write(&mut self, io: &mut Io) {
+    /// Writes the scratch buffer (`chunk`: the packets of a chunk); after a failure, reported
+    /// once, the capture is off.
+    fn write(&mut self, io: &mut Io, chunk: bool) {
         if io.scratch.is_empty() {
             return;
+        }
+        if let Sink::File(f) = self.sink {
+            self.rotate_if_full(f, io);
         }
         let failed = match &mut self.sink {
             Sink::Off => false,
@@ -526,10 +608,16 @@ impl PcapLog {
                 let r = io.files.write(*f, &io.scratch);
                 io.check(r).is_none()
             }
-            Sink::Stdout(out) => match sys::write_all_waiting(out, &io.scratch) {
+            Sink::Stdout(out) => match out.write_all(&io.scratch, &io.deadline) {
                 Ok(()) => false,
-                Err(e) => {
-                    report_stdout(&e, io);
+                Err(short) => {
+                    match short.why {
+                        Cut::Gone(e) | Cut::Failed(e) => report_stdout(&e, io),
+                        Cut::GaveUp => {
+                            self.gave_up = true;
+                            self.lost += u64::from(chunk);
+                        }
+                    }
                     true
                 }
             },
@@ -541,13 +629,56 @@ impl PcapLog {
         }
     }
 
+    /// Under a budget, begins the next part when the scratch buffer would take this one past
+    /// its size: the full part becomes removable, the new one starts with its own header.
+    fn rotate_if_full(&mut self, f: FileId, io: &mut Io) {
+        let Some(parts) = &mut self.parts else {
+            return;
+        };
+        let size = io.files.size(f);
+        // A part holds at least one event after its header, however big.
+        if size <= parts.header.len() as u64
+            || size.saturating_add(io.scratch.len() as u64) <= parts.size
+        {
+            return;
+        }
+        io.close_part(f);
+        parts.number = parts.number.saturating_add(1);
+        let path = naming::capture_part(&parts.first, parts.number);
+        let (fid, err) = io.files.create(path);
+        if let Some(e) = err {
+            io.errors.push(e);
+            self.sink = Sink::Off;
+            self.conns.clear();
+            return;
+        }
+        let r = io.files.write(fid, &parts.header);
+        if io.check(r).is_none() {
+            self.sink = Sink::Off;
+            self.conns.clear();
+            return;
+        }
+        self.sink = Sink::File(fid);
+    }
+
     fn open_file(&mut self, path: PathBuf, io: &mut Io) {
+        if let Some(parts) = &mut self.parts {
+            parts.first = path.clone();
+        }
         let (fid, err) = io.files.create(path);
         match err {
             Some(e) => io.errors.push(e),
             None => {
                 if let Some(p) = io.files.path(fid) {
-                    eprint_line(&format!("tcpspy: capture in {}", p.display()));
+                    let parts = match &self.parts {
+                        Some(parts) => format!(
+                            " (in parts of {} under --log-budget: {}, ...)",
+                            crate::config::parse::Size(parts.size),
+                            naming::capture_part(&parts.first, 1).display()
+                        ),
+                        None => String::new(),
+                    };
+                    eprint_line(&format!("tcpspy: capture in {}{parts}", p.display()));
                 }
                 self.sink = Sink::File(fid);
             }
@@ -568,12 +699,21 @@ fn report_stdout(e: &io::Error, io: &mut Io) {
 }
 
 impl Output for PcapLog {
+    fn name(&self) -> &'static str {
+        match self.capture {
+            Capture::Stdout => "the capture on stdout",
+            Capture::LogDir | Capture::File(_) => "the capture",
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "pcap"
+    }
+
     fn start(&mut self, io: &mut Io) {
         match self.capture.clone() {
-            Capture::Stdout => match io::stdout().as_fd().try_clone_to_owned() {
-                // A descriptor of our own: std's stdout is line-buffered, and a capture is
-                // not lines.
-                Ok(fd) => self.sink = Sink::Stdout(File::from(fd)),
+            Capture::Stdout => match Stdout::open() {
+                Ok(out) => self.sink = Sink::Stdout(out),
                 Err(e) => report_stdout(&e, io),
             },
             Capture::File(p) => self.open_file(p, io),
@@ -585,7 +725,14 @@ impl Output for PcapLog {
         }
         io.scratch.clear();
         header(&mut io.scratch);
-        self.write(io);
+        self.write(io, false);
+    }
+
+    fn data_cost(&self, _conn: &ConnInfo, _dir: Dir, len: usize) -> u64 {
+        match self.sink {
+            Sink::File(_) => packets_cost(len),
+            Sink::Off | Sink::Stdout(_) => 0,
+        }
     }
 
     fn open(&mut self, conn: &mut ConnInfo, io: &mut Io) {
@@ -604,22 +751,45 @@ impl Output for PcapLog {
         io.scratch.clear();
         c.open(conn.started, &comment, &mut io.scratch);
         self.conns.insert(conn.id, c);
-        self.write(io);
+        self.write(io, false);
     }
 
     fn connected(&mut self, conn: &ConnInfo, at: SystemTime, io: &mut Io) {
         if let Some(c) = self.conns.get_mut(&conn.id) {
             io.scratch.clear();
             c.connected(at, &mut io.scratch);
-            self.write(io);
+            self.write(io, false);
         }
     }
 
     fn data(&mut self, conn: &ConnInfo, dir: Dir, at: SystemTime, bytes: &[u8], io: &mut Io) {
+        if self.gave_up {
+            self.lost += 1;
+            return;
+        }
         if let Some(c) = self.conns.get_mut(&conn.id) {
             io.scratch.clear();
             c.data(dir, at, bytes, &mut io.scratch);
-            self.write(io);
+            self.write(io, true);
+        }
+    }
+
+    fn not_recorded(
+        &mut self,
+        conn: &ConnInfo,
+        dir: Dir,
+        at: SystemTime,
+        bytes: &[u8],
+        io: &mut Io,
+    ) {
+        if matches!(self.sink, Sink::Stdout(_)) || self.gave_up {
+            // The budget is the files': the stream on stdout gets every chunk.
+            return self.data(conn, dir, at, bytes, io);
+        }
+        if let Some(c) = self.conns.get_mut(&conn.id) {
+            io.scratch.clear();
+            c.skip(dir, bytes.len(), at, &mut io.scratch);
+            self.write(io, false);
         }
     }
 
@@ -627,7 +797,7 @@ impl Output for PcapLog {
         if let Some(c) = self.conns.get_mut(&conn.id) {
             io.scratch.clear();
             c.end(side, how, at, &mut io.scratch);
-            self.write(io);
+            self.write(io, false);
         }
     }
 
@@ -635,7 +805,7 @@ impl Output for PcapLog {
         if let Some(mut c) = self.conns.remove(&conn.id) {
             io.scratch.clear();
             c.close(closed.undelivered, &mut io.scratch);
-            self.write(io);
+            self.write(io, false);
         }
     }
 
@@ -643,6 +813,16 @@ impl Output for PcapLog {
         self.conns.clear();
         if let Sink::File(f) = std::mem::replace(&mut self.sink, Sink::Off) {
             io.files.close(f);
+        }
+        if self.gave_up {
+            let what = format!(
+                "the capture on stdout lost {} chunks and ends cut short: its reader stopped \
+                 reading (it had {}s after the relay stopped)",
+                self.lost,
+                stdout::GRACE.as_secs()
+            );
+            eprint_line(&format!("tcpspy: {what}"));
+            io.failures.push(what);
         }
     }
 }

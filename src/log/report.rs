@@ -9,6 +9,14 @@ use crate::types::Dir;
 pub struct Report;
 
 impl Output for Report {
+    fn name(&self) -> &'static str {
+        "the connection lines on stderr"
+    }
+
+    fn kind(&self) -> &'static str {
+        "lines"
+    }
+
     fn open(&mut self, conn: &mut ConnInfo, _io: &mut Io) {
         eprint_line(&open_line(conn));
     }

@@ -4,10 +4,12 @@
 
 mod backpressure;
 mod bench;
+mod budget;
 mod forwards;
 mod hostile;
 mod limits;
 mod live;
+mod logger;
 mod memory;
 mod parsers;
 mod pcap;
