@@ -6,6 +6,11 @@
 //! The peak comes from the kernel's high-water mark (VmHWM), reset to the current RSS through
 //! /proc/self/clear_refs (`5`), so no short peak between two samples is missed. Where that
 //! file cannot be written, a thread samples VmRSS every few milliseconds instead.
+//!
+//! Before the baseline, the allocator gives back what it holds free (glibc's `malloc_trim`):
+//! otherwise the memory an earlier round's proxy freed stays resident, is counted in the
+//! baseline, and is reused unseen, so every round after the first would show less growth
+//! than a proxy starting afresh has.
 
 use std::io;
 use std::sync::Arc;
@@ -50,6 +55,7 @@ impl Peak {
     /// Takes the baseline. The sampler, when one is needed, starts before it, so that its
     /// own stack is in the baseline too.
     pub fn start() -> io::Result<Peak> {
+        trim();
         let reset = std::fs::write("/proc/self/clear_refs", "5");
         let sampler = match reset {
             Ok(()) => None,
@@ -75,6 +81,15 @@ impl Peak {
             }
         };
         Ok((peak.saturating_sub(self.baseline), cpu))
+    }
+}
+
+/// Returns the allocator's free memory to the kernel.
+fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas; 0 keeps no padding.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
