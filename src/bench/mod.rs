@@ -365,14 +365,15 @@ fn downloads(
 
         let dir = logs.for_run(&format!("round-{round}"));
         let config = proxy_config(cfg, source.addr(), &dir)?;
-        let pb = progress(bytes, label("via tcpspy"), "bytes");
-        let clients = Prepared::start(&source, &ranges, pause, pattern, &pb)
-            .map_err(failed("download through tcpspy"))?;
         // The proxied round and the file system's own measurement both start with nothing
-        // waiting to be written back, or the earlier rounds' gigabytes would slow them.
+        // waiting to be written back, or the earlier rounds' gigabytes would slow them. Before
+        // the threads start: a source waits for its client no longer than IO_TIMEOUT.
         if cfg.formats.records() {
             sync_disks();
         }
+        let pb = progress(bytes, label("via tcpspy"), "bytes");
+        let clients = Prepared::start(&source, &ranges, pause, pattern, &pb)
+            .map_err(failed("download through tcpspy"))?;
         // Everything the process spends from here to the proxy's end, less the source's and
         // the clients' own time, is the proxy's.
         let window = cpu::Window::open();
@@ -385,7 +386,7 @@ fn downloads(
         let written = Instant::now();
         let (proxy_rss, sampler_cpu) = finish_peak(peak);
         let proxy_cpu = match &fetched {
-            Ok((_, own, _)) => window.others(*own + sampler_cpu),
+            Ok((_, own, _)) => window.others(own.saturating_add(sampler_cpu)),
             Err(_) => Duration::ZERO,
         };
         pb.finish_and_clear();
