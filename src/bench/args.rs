@@ -1,6 +1,7 @@
 //! `tcpspy bench`'s flags (clap) and the settings they become.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 
@@ -9,10 +10,18 @@ use crate::config::{Formats, defaults};
 
 const BENCH_EXAMPLES: &str = "\
 Examples:
-  tcpspy bench                       256 MiB x 3 rounds, logging hex,binary
+  tcpspy bench                         256 MiB x 3 rounds, logging hex,binary
   tcpspy bench --log none --connections 8
-  tcpspy bench --rtt                 64 B and 16 KiB round trips, direct and proxied
-  tcpspy bench --json --keep-logs    machine-readable results; the logs stay on disk";
+  tcpspy bench --rtt                   64 B and 16 KiB round trips, direct and proxied
+  tcpspy bench --sustained             logs timed until on the disk, past the page cache
+  tcpspy bench --bytes 2G --pause 5s   a slow reader: what the proxy holds (RSS +MiB)
+  tcpspy bench --json --keep-logs      machine-readable results; the logs stay on disk";
+
+/// `--bytes` when none is given and the logs need not outgrow the page cache.
+pub const DEFAULT_BYTES: u64 = 256 << 20;
+
+/// Longest `--pause`: a reader that waits longer is gone, not slow.
+pub const MAX_PAUSE: Duration = Duration::from_secs(3600);
 
 /// Most connections a bench download may use: each one is two client-side threads.
 pub const MAX_CONNECTIONS: u32 = 256;
@@ -24,9 +33,10 @@ pub const MAX_RTT_SIZE: u64 = 16 << 20;
 #[derive(clap::Args, Debug)]
 #[command(after_help = BENCH_EXAMPLES)]
 pub struct BenchArgs {
-    /// Bytes to download per round, split over the connections (K, M, G: powers of 1024)
-    #[arg(long, value_name = "SIZE", default_value = "256M")]
-    pub bytes: Size,
+    /// Bytes per round, split over the connections (default 256M; with --sustained, enough to
+    /// log 1.5x the kernel's dirty limit)
+    #[arg(long, value_name = "SIZE")]
+    pub bytes: Option<Size>,
 
     /// Rounds (each one direct download, then one through tcpspy); the table gives the median
     #[arg(long, value_name = "N", default_value_t = 3,
@@ -38,7 +48,7 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONNECTIONS)))]
     pub connections: u32,
 
-    /// What the proxy records: a comma list of `hex` and `binary`, or `none`
+    /// What the proxy records: a comma list of `hex`, `binary` and `pcap`, or `none`
     #[arg(long = "log", value_name = "FORMATS", default_value = defaults::FORMATS)]
     pub log: Formats,
 
@@ -53,6 +63,14 @@ pub struct BenchArgs {
     /// Print the results as JSON on stdout (every round and the medians)
     #[arg(long)]
     pub json: bool,
+
+    /// Time the logs, and the disk alone, until every byte is on the disk (fdatasync)
+    #[arg(long, conflicts_with = "rtt")]
+    pub sustained: bool,
+
+    /// Each client connects, then waits this long before it reads (a slow reader; at most 1h)
+    #[arg(long, value_name = "DURATION", value_parser = pause, conflicts_with = "rtt")]
+    pub pause: Option<Pause>,
 
     /// Measure round-trip latency of small request/response exchanges instead of downloads
     #[arg(long)]
@@ -91,11 +109,28 @@ fn rtt_sizes(s: &str) -> Result<RttSizes> {
     Ok(RttSizes(sizes.into_iter().map(|s| s as usize).collect()))
 }
 
+/// `--pause`, parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pause(pub Duration);
+
+fn pause(s: &str) -> Result<Pause> {
+    let d = parse::parse_duration(s)?;
+    if d > MAX_PAUSE {
+        bail!("a pause of {s} is over the longest, 1h");
+    }
+    Ok(Pause(d))
+}
+
 /// What `tcpspy bench` measures.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BenchMode {
-    /// Bulk downloads: throughput, log volume, proxy CPU.
-    Download,
+    /// Bulk downloads: throughput, log volume, proxy CPU and memory.
+    Download {
+        /// How long each client waits after connecting before it reads.
+        pause: Duration,
+        /// The logging rate and the disk's are measured until every byte is on the disk.
+        sustained: bool,
+    },
     /// Request/response exchanges of each size: round-trip latency.
     Rtt { sizes: Vec<usize>, exchanges: u32 },
 }
@@ -104,7 +139,9 @@ pub enum BenchMode {
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
     pub mode: BenchMode,
-    pub bytes: u64,
+    /// `None` only with `--sustained` and no `--bytes`: sized at run time from the kernel's
+    /// dirty limit.
+    pub bytes: Option<u64>,
     pub rounds: u32,
     pub connections: u32,
     pub formats: Formats,
@@ -118,13 +155,17 @@ pub struct BenchConfig {
 
 impl BenchConfig {
     pub fn from_args(args: BenchArgs) -> Result<BenchConfig> {
-        let bytes = args.bytes.0;
-        if bytes < u64::from(args.connections) {
-            bail!(
-                "--bytes {} is less than a byte per connection ({})",
-                args.bytes,
+        let bytes = match args.bytes {
+            Some(b) if b.0 < u64::from(args.connections) => bail!(
+                "--bytes {b} is less than a byte per connection ({})",
                 args.connections
-            );
+            ),
+            Some(b) => Some(b.0),
+            None if args.sustained => None,
+            None => Some(DEFAULT_BYTES),
+        };
+        if args.sustained && args.log.is_none() {
+            bail!("--sustained measures the logs, and --log none writes none");
         }
         let mode = if args.rtt {
             BenchMode::Rtt {
@@ -132,7 +173,10 @@ impl BenchConfig {
                 exchanges: args.exchanges,
             }
         } else {
-            BenchMode::Download
+            BenchMode::Download {
+                pause: args.pause.map_or(Duration::ZERO, |p| p.0),
+                sustained: args.sustained,
+            }
         };
         Ok(BenchConfig {
             mode,
@@ -170,8 +214,14 @@ mod tests {
     #[test]
     fn defaults_and_rtt() {
         let c = bench(&[]).unwrap();
-        assert_eq!(c.mode, BenchMode::Download);
-        assert_eq!(c.bytes, 256 << 20);
+        assert_eq!(
+            c.mode,
+            BenchMode::Download {
+                pause: Duration::ZERO,
+                sustained: false
+            }
+        );
+        assert_eq!(c.bytes, Some(256 << 20));
         assert_eq!((c.rounds, c.connections), (3, 1));
         assert_eq!(c.formats.to_string(), "hex,binary");
         assert!(!c.keep_logs && !c.json);
@@ -194,6 +244,20 @@ mod tests {
         );
         assert!(c.formats.is_none());
         assert!(bench(&["--bytes", "1G", "--connections", "8"]).is_ok());
+        let c = bench(&["--sustained", "--pause", "1.5s"]).unwrap();
+        assert_eq!(
+            c.mode,
+            BenchMode::Download {
+                pause: Duration::from_millis(1500),
+                sustained: true
+            }
+        );
+        // Sized later, from the machine's dirty limit.
+        assert_eq!(c.bytes, None);
+        assert_eq!(
+            bench(&["--sustained", "--bytes", "8M"]).unwrap().bytes,
+            Some(8 << 20)
+        );
     }
 
     #[test]
@@ -214,6 +278,17 @@ mod tests {
             (
                 &["--rtt", "--rtt-sizes", "1G"][..],
                 "1G is over the largest exchange, 16M",
+            ),
+            (
+                &["--pause", "2h"][..],
+                "a pause of 2h is over the longest, 1h",
+            ),
+            (&["--pause", "soon"][..], "expected a duration"),
+            (&["--rtt", "--pause", "1s"][..], "cannot be used with"),
+            (&["--sustained", "--rtt"][..], "cannot be used with"),
+            (
+                &["--sustained", "--log", "none"][..],
+                "--log none writes none",
             ),
         ] {
             let e = bench(list).unwrap_err();

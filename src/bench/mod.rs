@@ -1,15 +1,19 @@
 //! `tcpspy bench`: the original article's experiment as a command. An embedded source on
 //! loopback serves pseudo-random data; the bench downloads it directly, then through a tcpspy
 //! proxy (the same [`Proxy`]: reactor, log queue and logging thread) in the same process,
-//! checks every byte, and reports throughput, log volume and the proxy's CPU per GiB. With
-//! `--rtt` it times small request/response exchanges instead.
+//! checks every byte, and reports throughput, log volume, the proxy's CPU per GiB and its
+//! memory growth. `--sustained` times the logs until they are on the disk, `--pause` makes the
+//! clients slow readers; with `--rtt` it times small request/response exchanges instead.
 //!
 //! The parts: [`pattern`] (the data), [`net`] (source and clients, on threads of their own),
-//! [`cpu`] (the proxy's CPU time apart from the bench's), [`stats`] and [`report`] (pure
-//! figures and their table and JSON). This file runs the rounds.
+//! [`cpu`] and [`mem`] (the proxy's CPU time and memory apart from the bench's), [`disk`]
+//! (dirty limit, free space, flushes), [`stats`] and [`report`] (pure figures and their table
+//! and JSON). This file runs the rounds.
 
 pub mod args;
 pub mod cpu;
+pub mod disk;
+pub mod mem;
 pub mod net;
 pub mod pattern;
 pub mod report;
@@ -18,7 +22,7 @@ pub mod stats;
 use std::io::{IsTerminal, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -39,12 +43,18 @@ pub fn run(cfg: BenchConfig) -> Result<()> {
     let logs = Logs::create(&cfg)?;
     let pattern = Arc::new(Pattern::new(pattern::SEED));
     let out = match &cfg.mode {
-        BenchMode::Download => {
-            let rounds = downloads(&cfg, &logs, &pattern)?;
+        BenchMode::Download { pause, sustained } => {
+            let plan = Plan::new(&cfg, *sustained, &logs)?;
+            let rounds = downloads(&cfg, &plan, *pause, &logs, &pattern)?;
             let report = DownloadReport {
-                bytes: cfg.bytes,
+                bytes: plan.bytes,
                 connections: cfg.connections,
                 log: cfg.formats.to_string(),
+                log_queue: cfg.log_queue as u64,
+                buffer_size: cfg.buffer_size as u64,
+                pause: *pause,
+                sustained: plan.sustained,
+                dirty_limit: plan.dirty,
                 rounds,
                 kept_logs: logs.finish()?,
             };
@@ -105,6 +115,11 @@ impl Logs {
             dir,
             keep: cfg.keep_logs,
         })
+    }
+
+    /// The temporary directory, if anything is logged.
+    fn root(&self) -> Option<&Path> {
+        self.dir.as_ref().map(|d| d.path())
     }
 
     /// The directory for one proxy run (the proxy creates it).
@@ -236,7 +251,8 @@ fn progress(len: u64, prefix: String, unit: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let template = match unit {
-        "bytes" => "{prefix:>24} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
+        "bytes" => "{prefix:>24} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+        "sync" => "{prefix:>24} (fdatasync of every log file)",
         _ => "{prefix:>24} [{bar:30}] {pos}/{len} exchanges",
     };
     let style = ProgressStyle::with_template(template)
@@ -251,78 +267,210 @@ fn fail(what: &str, f: Fail) -> anyhow::Error {
     anyhow!("{what}: {f}")
 }
 
-fn downloads(cfg: &BenchConfig, logs: &Logs, pattern: &Arc<Pattern>) -> Result<Vec<DownloadRound>> {
-    let source = Source::bind(pattern.clone(), cfg.bytes).context("cannot start the source")?;
-    let ranges = stats::split(cfg.bytes, cfg.connections);
+/// A download round's volume, settled before the first round.
+struct Plan {
+    bytes: u64,
+    /// With `--sustained`: the kernel's dirty limit in bytes, when it could be read.
+    dirty: Option<u64>,
+    sustained: bool,
+}
+
+impl Plan {
+    /// Sizes the rounds (with `--sustained` and no `--bytes`: logs of 1.5 times the dirty
+    /// limit, so that the page cache cannot hold them), then refuses them if the logs would
+    /// not fit the free space under the log directory.
+    fn new(cfg: &BenchConfig, sustained: bool, logs: &Logs) -> Result<Plan> {
+        let dirty = if sustained {
+            match (disk::dirty_limit(), cfg.bytes) {
+                (Ok(d), _) => Some(d),
+                (Err(_), Some(_)) => None,
+                (Err(e), None) => {
+                    return Err(anyhow!(
+                        "--sustained without --bytes sizes its rounds from the kernel's dirty \
+                         limit, and it could not be read ({e}): give --bytes"
+                    ));
+                }
+            }
+        } else {
+            None
+        };
+        let bytes = match (cfg.bytes, dirty) {
+            (Some(b), _) => b,
+            (None, Some(d)) => {
+                disk::bytes_for_logs(&cfg.formats, d.saturating_mul(3) / 2).max(args::DEFAULT_BYTES)
+            }
+            (None, None) => args::DEFAULT_BYTES,
+        };
+        if let Some(root) = logs.root() {
+            let per_round = disk::expected_log_bytes(&cfg.formats, bytes);
+            // A round's logs are removed before the disk's own copy of them is written, unless
+            // they are kept.
+            let kept = if cfg.keep_logs { cfg.rounds } else { 0 };
+            let needed = per_round.saturating_mul(u64::from(kept) + 1);
+            let free = disk::free_bytes(root)
+                .with_context(|| format!("cannot ask {} for its free space", root.display()))?;
+            if needed > free {
+                let what = if cfg.keep_logs {
+                    format!(
+                        "{} rounds of {} logging {}, kept (--keep-logs), need",
+                        cfg.rounds,
+                        report::size(bytes),
+                        cfg.formats
+                    )
+                } else {
+                    format!(
+                        "a round of {} logging {} needs",
+                        report::size(bytes),
+                        cfg.formats
+                    )
+                };
+                bail!(
+                    "{what} about {} of disk, and {} has {} free: lower --bytes, or give \
+                     --log-dir on a larger file system",
+                    disk::gb(needed),
+                    cfg.log_parent.display(),
+                    disk::gb(free)
+                );
+            }
+        }
+        Ok(Plan {
+            bytes,
+            dirty,
+            sustained,
+        })
+    }
+}
+
+fn downloads(
+    cfg: &BenchConfig,
+    plan: &Plan,
+    pause: Duration,
+    logs: &Logs,
+    pattern: &Arc<Pattern>,
+) -> Result<Vec<DownloadRound>> {
+    let bytes = plan.bytes;
+    let source = Source::bind(pattern.clone(), bytes, pause).context("cannot start the source")?;
+    let ranges = stats::split(bytes, cfg.connections);
     let mut rounds = Vec::new();
     for round in 1..=cfg.rounds {
         let label = |how: &str| format!("round {round}/{} {how}", cfg.rounds);
-        let pb = progress(cfg.bytes, label("direct"), "bytes");
-        let (direct, _) = download(&source, source.addr(), &ranges, pattern, &pb)
-            .map_err(|f| fail(&format!("round {round}, direct download"), f))?;
+        let failed = |how: &'static str| move |f| fail(&format!("round {round}, {how}"), f);
+        let pb = progress(bytes, label("direct"), "bytes");
+        let clients = Prepared::start(&source, &ranges, pause, pattern, &pb)
+            .map_err(failed("direct download"))?;
+        let peak = mem::Peak::start();
+        let direct = clients.go(source.addr());
+        let (direct_rss, _) = finish_peak(peak);
+        let (direct, _, _) = direct.map_err(failed("direct download"))?;
         pb.finish_and_clear();
 
         let dir = logs.for_run(&format!("round-{round}"));
         let config = proxy_config(cfg, source.addr(), &dir)?;
-        let pb = progress(cfg.bytes, label("via tcpspy"), "bytes");
-        // Everything the process spends from here to the proxy's end, less the source's and
-        // the clients' own time, is the proxy's.
         // The proxied round and the file system's own measurement both start with nothing
-        // waiting to be written back, or the earlier rounds' gigabytes would slow them.
+        // waiting to be written back, or the earlier rounds' gigabytes would slow them. Before
+        // the threads start: a source waits for its client no longer than IO_TIMEOUT.
         if cfg.formats.records() {
             sync_disks();
         }
+        let pb = progress(bytes, label("via tcpspy"), "bytes");
+        let clients = Prepared::start(&source, &ranges, pause, pattern, &pb)
+            .map_err(failed("download through tcpspy"))?;
+        // Everything the process spends from here to the proxy's end, less the source's and
+        // the clients' own time, is the proxy's.
         let window = cpu::Window::open();
         let started = Instant::now();
         let proxy = Running::start(&config)?;
-        let fetched = download(&source, proxy.addr, &ranges, pattern, &pb);
+        // The proxy's idle level: started, nothing relayed yet.
+        let peak = mem::Peak::start();
+        let fetched = clients.go(proxy.addr);
         let stopped = proxy.stop();
-        let logged_secs = started.elapsed().as_secs_f64();
+        let written = Instant::now();
+        let (proxy_rss, sampler_cpu) = finish_peak(peak);
         let proxy_cpu = match &fetched {
-            Ok((_, own)) => window.others(*own),
+            Ok((_, own, _)) => window.others(own.saturating_add(sampler_cpu)),
             Err(_) => Duration::ZERO,
         };
         pb.finish_and_clear();
-        let (proxied, _) =
-            fetched.map_err(|f| fail(&format!("round {round}, download through tcpspy"), f))?;
+        let (proxied, _, reading) = fetched.map_err(failed("download through tcpspy"))?;
         let (outcome, reactor_cpu) = stopped?;
         let relayed = outcome.totals.bytes[0] + outcome.totals.bytes[1];
-        let expected = cfg.bytes + net::REQUEST as u64 * u64::from(cfg.connections);
+        let expected = bytes + net::REQUEST as u64 * u64::from(cfg.connections);
         if relayed != expected {
             bail!("round {round}: tcpspy counted {relayed} bytes relayed, expected {expected}");
         }
-        let (log_bytes, logs_verified, disk_secs) = if cfg.formats.is_none() {
-            (0, 0, None)
-        } else {
-            let bytes = dir_bytes(&dir)?;
-            let verified = if cfg.formats.binary {
-                verify_binary_logs(&dir, source.addr(), &ranges, pattern)
-                    .with_context(|| format!("round {round}: the binary logs"))?
-            } else {
-                0
-            };
+        // A paused reader's wait is not the proxy's time.
+        let from = if pause.is_zero() { started } else { reading };
+        let mut logged_secs = written.saturating_duration_since(from).as_secs_f64();
+        let mut figures = DiskFigures::default();
+        if cfg.formats.records() {
+            if plan.sustained {
+                let pb = progress(0, label("syncing logs"), "sync");
+                // Nothing advances a bar while fdatasync waits: draw it once.
+                pb.tick();
+                let t = Instant::now();
+                disk::sync_files(&dir)
+                    .with_context(|| format!("round {round}: syncing the logs to disk"))?;
+                let sync = t.elapsed().as_secs_f64();
+                pb.finish_and_clear();
+                logged_secs += sync;
+                figures.log_sync_secs = Some(sync);
+            }
+            figures.log_bytes = dir_bytes(&dir)?;
+            if cfg.formats.binary {
+                figures.logs_verified =
+                    verify_binary_logs(&dir, source.addr(), &ranges, pattern)
+                        .with_context(|| format!("round {round}: the binary logs"))?;
+            }
             logs.done_with(&dir)?;
+            let pb = progress(figures.log_bytes, label("disk alone"), "bytes");
             let disk = disk_limit(
                 &logs.for_run(&format!("disk-{round}")),
-                bytes,
+                figures.log_bytes,
                 cfg.buffer_size,
+                plan.sustained,
+                &pb,
             )
             .with_context(|| format!("round {round}: measuring the file system"))?;
-            (bytes, verified, Some(disk.as_secs_f64()))
-        };
+            pb.finish_and_clear();
+            figures.disk_secs = Some(disk.total.as_secs_f64());
+            figures.disk_sync_secs = disk.sync.map(|d| d.as_secs_f64());
+        }
         rounds.push(DownloadRound {
             direct,
             proxied,
             relayed,
-            log_bytes,
+            log_bytes: figures.log_bytes,
             reactor_cpu: reactor_cpu.as_secs_f64(),
             logger_cpu: proxy_cpu.saturating_sub(reactor_cpu).as_secs_f64(),
-            logs_verified,
+            logs_verified: figures.logs_verified,
             logged_secs,
-            disk_secs,
+            disk_secs: figures.disk_secs,
+            log_sync_secs: figures.log_sync_secs,
+            disk_sync_secs: figures.disk_sync_secs,
+            proxy_rss,
+            direct_rss,
         });
     }
     Ok(rounds)
+}
+
+/// What a round's logs and the file system's own run of them came to.
+#[derive(Default)]
+struct DiskFigures {
+    log_bytes: u64,
+    logs_verified: u32,
+    disk_secs: Option<f64>,
+    log_sync_secs: Option<f64>,
+    disk_sync_secs: Option<f64>,
+}
+
+/// The resident set's growth, if /proc could tell, and the CPU the sampler (if there was one)
+/// spent, which is the bench's and not the proxy's.
+fn finish_peak(peak: std::io::Result<mem::Peak>) -> (Option<u64>, Duration) {
+    match peak.and_then(mem::Peak::finish) {
+        Ok((grew, cpu)) => (Some(grew), cpu),
+        Err(_) => (None, Duration::ZERO),
+    }
 }
 
 /// Writes back everything waiting to be written.
@@ -331,10 +479,24 @@ fn sync_disks() {
     unsafe { libc::sync() };
 }
 
+/// How long the file system took in [`disk_limit`], and how much of it was the flush.
+struct DiskRun {
+    total: Duration,
+    sync: Option<Duration>,
+}
+
 /// How long the file system under `dir` takes to take `bytes` written as the logs write them
 /// (per chunk of `chunk` bytes: its hex dump, ~4.95 times as much, in one write, and the chunk
 /// in another, to two files), with no network and no formatting: the most logging could do.
-fn disk_limit(dir: &Path, bytes: u64, chunk: usize) -> Result<Duration> {
+/// With `sync`, the clock runs until both files are on the disk (fdatasync), as the logs'
+/// does with `--sustained`.
+fn disk_limit(
+    dir: &Path,
+    bytes: u64,
+    chunk: usize,
+    sync: bool,
+    pb: &ProgressBar,
+) -> Result<DiskRun> {
     use std::io::Write;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
     let binary = vec![0x5au8; chunk];
@@ -352,53 +514,113 @@ fn disk_limit(dir: &Path, bytes: u64, chunk: usize) -> Result<Duration> {
             let n = part.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             f.write_all(&part[..n])?;
             left -= n as u64;
+            pb.inc(n as u64);
             if left == 0 {
                 break;
             }
         }
     }
-    let took = start.elapsed();
+    let flushed = if sync {
+        pb.set_message("(fdatasync)");
+        let t = Instant::now();
+        for f in &files {
+            f.sync_data()?;
+        }
+        Some(t.elapsed())
+    } else {
+        None
+    };
+    let total = start.elapsed();
     drop(files);
     // Measured, not kept: these are not logs.
     std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
-    Ok(took)
+    Ok(DiskRun {
+        total,
+        sync: flushed,
+    })
 }
 
-/// Downloads every range from `addr` in parallel and checks it; returns the transfer as the
-/// clients saw it and the CPU time the source's and clients' threads used.
-fn download(
-    source: &Source,
-    addr: SocketAddr,
-    ranges: &[(u64, u64)],
-    pattern: &Arc<Pattern>,
-    pb: &ProgressBar,
-) -> Result<(Transfer, Duration), Fail> {
-    let spawn_err = |e: std::io::Error| Fail::Io(format!("cannot start a bench thread: {e}"));
-    let servers = source
-        .serve_downloads(ranges.len() as u32)
-        .map_err(spawn_err)?;
-    let start = Instant::now();
-    let clients = ranges
-        .iter()
-        .map(|&(off, len)| net::spawn_fetch(addr, off, len, pattern.clone(), pb.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(spawn_err)?;
-    let mut own = Duration::ZERO;
-    let mut end = start;
-    for c in clients {
-        let Done { result, cpu } = net::join(c);
-        own += cpu;
-        end = end.max(result?);
+/// A download's source and client threads, started, with their buffers allocated: nothing is
+/// fetched until [`Prepared::go`] gives the clients an address.
+struct Prepared {
+    servers: Vec<thread::JoinHandle<Done<u64>>>,
+    clients: Vec<net::Client>,
+    bytes: u64,
+    paused: bool,
+}
+
+impl Prepared {
+    fn start(
+        source: &Source,
+        ranges: &[(u64, u64)],
+        pause: Duration,
+        pattern: &Arc<Pattern>,
+        pb: &ProgressBar,
+    ) -> Result<Prepared, Fail> {
+        let spawn_err = |e: std::io::Error| Fail::Io(format!("cannot start a bench thread: {e}"));
+        let (ready, prepared) = mpsc::channel();
+        let servers = source
+            .serve_downloads(ranges.len() as u32, &ready)
+            .map_err(spawn_err)?;
+        let clients = ranges
+            .iter()
+            .map(|&(off, len)| {
+                net::spawn_fetch(off, len, pause, pattern.clone(), pb.clone(), &ready)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(spawn_err)?;
+        for _ in 0..servers.len() + clients.len() {
+            prepared
+                .recv_timeout(net::IO_TIMEOUT)
+                .map_err(|_| Fail::Io("a bench thread did not get ready".into()))?;
+        }
+        Ok(Prepared {
+            servers,
+            clients,
+            bytes: ranges.iter().map(|&(_, len)| len).sum(),
+            paused: !pause.is_zero(),
+        })
     }
-    // A failed client returned above: its source thread ends on its own timeout.
-    for s in servers {
-        let Done { result, cpu } = net::join(s);
-        own += cpu;
-        result?;
+
+    /// Downloads every range from `addr` in parallel and checks it; returns the transfer as
+    /// the clients saw it (timed from when they started reading), the CPU time the source's
+    /// and clients' threads used, and when the first client started reading.
+    fn go(self, addr: SocketAddr) -> Result<(Transfer, Duration, Instant), Fail> {
+        let start = Instant::now();
+        for c in &self.clients {
+            c.go.send(addr)
+                .map_err(|_| Fail::Io("a bench client ended before it started".into()))?;
+        }
+        let mut own = Duration::ZERO;
+        let mut end = start;
+        let mut reading: Option<Instant> = None;
+        for c in self.clients {
+            let Done { result, cpu } = net::join(c.thread);
+            own += cpu;
+            let f = result?;
+            end = end.max(f.end);
+            reading = Some(reading.map_or(f.reading, |r| r.min(f.reading)));
+        }
+        // A failed client returned above: its source thread ends on its own timeout.
+        for s in self.servers {
+            let Done { result, cpu } = net::join(s);
+            own += cpu;
+            result?;
+        }
+        let from = match reading {
+            Some(r) if self.paused => r,
+            _ => start,
+        };
+        let secs = end.saturating_duration_since(from).as_secs_f64();
+        Ok((
+            Transfer {
+                bytes: self.bytes,
+                secs,
+            },
+            own,
+            from,
+        ))
     }
-    let bytes = ranges.iter().map(|&(_, len)| len).sum();
-    let secs = end.duration_since(start).as_secs_f64();
-    Ok((Transfer { bytes, secs }, own))
 }
 
 /// Total size of the files in `dir` (the proxy writes no subdirectories).
@@ -473,7 +695,8 @@ fn round_trips(
     logs: &Logs,
     pattern: &Arc<Pattern>,
 ) -> Result<Vec<RttRound>> {
-    let source = Source::bind(pattern.clone(), 0).context("cannot start the echo source")?;
+    let source =
+        Source::bind(pattern.clone(), 0, Duration::ZERO).context("cannot start the echo source")?;
     // As the harness does: a tenth of the count, at most 100, to warm caches and the path.
     let warmup = (exchanges / 10).min(100);
     let mut runs = Vec::new();

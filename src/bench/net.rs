@@ -6,10 +6,18 @@
 //! A download connection starts with a 16-byte request, the stream range it wants (offset and
 //! length, little-endian u64s): parallel connections each carry a different part of one
 //! stream, and the source needs no state shared between them.
+//!
+//! Download threads are started, and their buffers allocated and touched, before the download
+//! begins: each says it is ready, and the clients wait for the address to fetch from. So the
+//! process's memory before a download already holds the bench's own part of it, and what it
+//! gains during the download is the proxy's ([`super::mem`]). Each thread's CPU time counts
+//! from the end of that preparation.
 
+use std::cell::Cell;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -50,10 +58,20 @@ fn io_fail(what: &str) -> impl Fn(io::Error) -> Fail + '_ {
     move |e| Fail::Io(format!("{what}: {e}"))
 }
 
-/// What a bench thread did, and the CPU time it used.
+/// What a bench thread did, and the CPU time it used (after its preparation).
 pub struct Done<T> {
     pub result: Result<T, Fail>,
     pub cpu: Duration,
+}
+
+thread_local! {
+    /// The thread's CPU time when its preparation ended.
+    static PREPARED: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
+
+/// Ends a thread's preparation: its CPU time counts from here.
+fn prepared() {
+    PREPARED.with(|p| p.set(cpu::thread()));
 }
 
 fn spawn<T: Send + 'static>(
@@ -64,10 +82,19 @@ fn spawn<T: Send + 'static>(
         let result = work();
         Done {
             result,
-            cpu: cpu::thread(),
+            cpu: cpu::thread().saturating_sub(PREPARED.with(Cell::get)),
         }
     })
 }
+
+/// A buffer whose every page is resident: `vec![0; n]` would map zero pages that become
+/// resident only when first written, in the middle of the measurement.
+fn touched(len: usize) -> Vec<u8> {
+    vec![0xa5; len]
+}
+
+/// Tells the caller a thread is prepared; the caller waits for every one (bounded).
+pub type Ready = mpsc::Sender<()>;
 
 /// Waits for a bench thread; a panic in it is a failure like any other.
 pub fn join<T>(h: JoinHandle<Done<T>>) -> Done<T> {
@@ -83,10 +110,13 @@ pub struct Source {
     addr: SocketAddr,
     pattern: Arc<Pattern>,
     total: u64,
+    /// How long a write may wait for a reader: [`IO_TIMEOUT`], and a paused reader's pause.
+    write_timeout: Duration,
 }
 
 impl Source {
-    pub fn bind(pattern: Arc<Pattern>, total: u64) -> io::Result<Source> {
+    /// A source whose readers may pause up to `pause` before they read.
+    pub fn bind(pattern: Arc<Pattern>, total: u64, pause: Duration) -> io::Result<Source> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         // On Linux a receive timeout bounds accept() too: a source thread whose client never
         // came gives up instead of waiting forever.
@@ -97,6 +127,7 @@ impl Source {
             addr,
             pattern,
             total,
+            write_timeout: IO_TIMEOUT.saturating_add(pause),
         })
     }
 
@@ -105,29 +136,38 @@ impl Source {
     }
 
     /// Starts `n` threads, each serving the range one connection asks for; each returns the
-    /// bytes it sent.
-    pub fn serve_downloads(&self, n: u32) -> io::Result<Vec<JoinHandle<Done<u64>>>> {
+    /// bytes it sent. Each sends on `ready` once its buffer is allocated.
+    pub fn serve_downloads(&self, n: u32, ready: &Ready) -> io::Result<Vec<JoinHandle<Done<u64>>>> {
         (0..n)
             .map(|_| {
                 let (l, p, total) = (self.listener.clone(), self.pattern.clone(), self.total);
-                spawn("bench-source", move || serve_range(&l, &p, total))
+                let (ready, timeout) = (ready.clone(), self.write_timeout);
+                spawn("bench-source", move || {
+                    let buf = touched(CHUNK.min(usize::try_from(total).unwrap_or(CHUNK)));
+                    prepared();
+                    // The caller stopped waiting: it has failed already.
+                    ready
+                        .send(())
+                        .map_err(|_| Fail::Io("the bench stopped".into()))?;
+                    serve_range(&l, &p, total, buf, timeout)
+                })
             })
             .collect()
     }
 
     /// Starts a thread that echoes one connection until it ends; it returns the bytes echoed.
     pub fn serve_echo(&self) -> io::Result<JoinHandle<Done<u64>>> {
-        let l = self.listener.clone();
-        spawn("bench-echo", move || echo(&l))
+        let (l, timeout) = (self.listener.clone(), self.write_timeout);
+        spawn("bench-echo", move || echo(&l, timeout))
     }
 }
 
-fn accept(l: &TcpListener) -> Result<TcpStream, Fail> {
+fn accept(l: &TcpListener, write_timeout: Duration) -> Result<TcpStream, Fail> {
     loop {
         match l.accept() {
             Ok((s, _)) => {
                 s.set_read_timeout(Some(IO_TIMEOUT))
-                    .and_then(|()| s.set_write_timeout(Some(IO_TIMEOUT)))
+                    .and_then(|()| s.set_write_timeout(Some(write_timeout)))
                     .map_err(io_fail("source: socket timeouts"))?;
                 return Ok(s);
             }
@@ -142,8 +182,14 @@ fn accept(l: &TcpListener) -> Result<TcpStream, Fail> {
     }
 }
 
-fn serve_range(l: &TcpListener, pattern: &Pattern, total: u64) -> Result<u64, Fail> {
-    let mut s = accept(l)?;
+fn serve_range(
+    l: &TcpListener,
+    pattern: &Pattern,
+    total: u64,
+    mut buf: Vec<u8>,
+    timeout: Duration,
+) -> Result<u64, Fail> {
+    let mut s = accept(l, timeout)?;
     let mut req = [0u8; REQUEST];
     s.read_exact(&mut req)
         .map_err(io_fail("source: reading the request"))?;
@@ -152,7 +198,9 @@ fn serve_range(l: &TcpListener, pattern: &Pattern, total: u64) -> Result<u64, Fa
         .checked_add(len)
         .filter(|&e| e <= total)
         .ok_or_else(|| Fail::Io(format!("source: request {off}+{len} is out of the stream")))?;
-    let mut buf = vec![0u8; CHUNK.min(len as usize)];
+    if buf.is_empty() && len > 0 {
+        return Err(Fail::Io("source: no buffer for a non-empty range".into()));
+    }
     let mut pos = off;
     while pos < end {
         let n = (end - pos).min(buf.len() as u64) as usize;
@@ -166,8 +214,8 @@ fn serve_range(l: &TcpListener, pattern: &Pattern, total: u64) -> Result<u64, Fa
     Ok(len)
 }
 
-fn echo(l: &TcpListener) -> Result<u64, Fail> {
-    let mut s = accept(l)?;
+fn echo(l: &TcpListener, timeout: Duration) -> Result<u64, Fail> {
+    let mut s = accept(l, timeout)?;
     // Without NODELAY the tail of a large message can wait for a delayed ACK (40 ms).
     s.set_nodelay(true).map_err(io_fail("echo: nodelay"))?;
     let mut buf = vec![0u8; 64 << 10];
@@ -208,32 +256,68 @@ fn connect(addr: SocketAddr) -> Result<TcpStream, Fail> {
     Ok(s)
 }
 
-/// Starts a client thread that downloads stream range `off..off+len` from `addr`, compares
-/// every byte with the generator, and returns when the last byte arrived.
+/// When a download's client started reading (after its pause) and when its last byte came.
+#[derive(Clone, Copy, Debug)]
+pub struct Fetched {
+    pub reading: Instant,
+    pub end: Instant,
+}
+
+/// A download client, prepared: it waits for the address to fetch from.
+pub struct Client {
+    pub thread: JoinHandle<Done<Fetched>>,
+    pub go: mpsc::Sender<SocketAddr>,
+}
+
+/// Starts a client thread that allocates its buffers, sends on `ready`, waits (at most
+/// [`IO_TIMEOUT`]) for an address on [`Client::go`], then downloads stream range
+/// `off..off+len` from it, waiting `pause` after its request before it reads, and compares
+/// every byte with the generator.
 pub fn spawn_fetch(
-    addr: SocketAddr,
     off: u64,
     len: u64,
+    pause: Duration,
     pattern: Arc<Pattern>,
     progress: ProgressBar,
-) -> io::Result<JoinHandle<Done<Instant>>> {
-    spawn("bench-client", move || {
-        fetch(addr, off, len, &pattern, &progress)
-    })
+    ready: &Ready,
+) -> io::Result<Client> {
+    let (go, addr) = mpsc::channel();
+    let ready = ready.clone();
+    let thread = spawn("bench-client", move || {
+        let buf = touched(CHUNK);
+        let expected = touched(CHUNK);
+        prepared();
+        ready
+            .send(())
+            .map_err(|_| Fail::Io("the bench stopped".into()))?;
+        let addr = addr
+            .recv_timeout(IO_TIMEOUT)
+            .map_err(|_| Fail::Io("client: no address to fetch from".into()))?;
+        fetch(addr, (off, len), pause, &pattern, &progress, buf, expected)
+    })?;
+    Ok(Client { thread, go })
 }
 
 fn fetch(
     addr: SocketAddr,
-    off: u64,
-    len: u64,
+    (off, len): (u64, u64),
+    pause: Duration,
     pattern: &Pattern,
     progress: &ProgressBar,
-) -> Result<Instant, Fail> {
+    mut buf: Vec<u8>,
+    mut expected: Vec<u8>,
+) -> Result<Fetched, Fail> {
     let mut s = connect(addr)?;
     s.write_all(&encode_request(off, len))
         .map_err(io_fail("client: sending the request"))?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut expected = Vec::with_capacity(CHUNK);
+    if !pause.is_zero() {
+        // The slow reader is the load itself: the source writes on meanwhile, and the proxy
+        // holds what it holds.
+        progress.set_message(format!("(the reader waits {pause:?})"));
+        thread::sleep(pause);
+        progress.set_message("");
+    }
+    let reading = Instant::now();
     let mut got = 0u64;
     loop {
         let n = match s.read(&mut buf) {
@@ -265,7 +349,10 @@ fn fetch(
             "the download ended after {got} of {len} bytes"
         )));
     }
-    Ok(Instant::now())
+    Ok(Fetched {
+        reading,
+        end: Instant::now(),
+    })
 }
 
 /// `exchanges` timed round trips of `size` bytes on one connection (after `warmup` untimed
@@ -328,11 +415,27 @@ mod tests {
     #[test]
     fn download_and_echo_on_loopback() {
         let pattern = Arc::new(Pattern::new(3));
-        let src = Source::bind(pattern.clone(), 1 << 20).unwrap();
-        let servers = src.serve_downloads(2).unwrap();
+        let src = Source::bind(pattern.clone(), 1 << 20, Duration::ZERO).unwrap();
+        let (ready, prepared) = mpsc::channel();
+        let servers = src.serve_downloads(2, &ready).unwrap();
         let hidden = ProgressBar::hidden();
-        let a = spawn_fetch(src.addr(), 0, 1000, pattern.clone(), hidden.clone()).unwrap();
-        let b = spawn_fetch(src.addr(), 1000, 300_000, pattern.clone(), hidden).unwrap();
+        let fetch = |off, len| {
+            let c = spawn_fetch(
+                off,
+                len,
+                Duration::ZERO,
+                pattern.clone(),
+                hidden.clone(),
+                &ready,
+            )
+            .unwrap();
+            c.go.send(src.addr()).unwrap();
+            c.thread
+        };
+        let (a, b) = (fetch(0, 1000), fetch(1000, 300_000));
+        for _ in 0..4 {
+            prepared.recv_timeout(IO_TIMEOUT).unwrap();
+        }
         assert!(join(a).result.is_ok());
         assert!(join(b).result.is_ok());
         let mut sent: Vec<u64> = servers
@@ -351,17 +454,20 @@ mod tests {
     #[test]
     fn a_wrong_stream_is_caught() {
         // The source serves seed 3, the client expects seed 4.
-        let src = Source::bind(Arc::new(Pattern::new(3)), 1 << 20).unwrap();
-        let server = src.serve_downloads(1).unwrap();
+        let src = Source::bind(Arc::new(Pattern::new(3)), 1 << 20, Duration::ZERO).unwrap();
+        let (ready, _prepared) = mpsc::channel();
+        let server = src.serve_downloads(1, &ready).unwrap();
         let c = spawn_fetch(
-            src.addr(),
             0,
             5000,
+            Duration::ZERO,
             Arc::new(Pattern::new(4)),
             ProgressBar::hidden(),
+            &ready,
         )
         .unwrap();
-        match join(c).result {
+        c.go.send(src.addr()).unwrap();
+        match join(c.thread).result {
             Err(Fail::Corrupt(m)) => assert!(m.contains("wrong byte at offset 0"), "{m}"),
             other => panic!("expected corruption, got {:?}", other.err()),
         }

@@ -1,8 +1,10 @@
 //! What the bench found, and its two renderings: the table for people and JSON for machines.
 //! Pure: the figures come in as plain numbers, so the formatting is tested without sockets.
 
+use crate::config::parse::Size;
 use crate::log::index::json_str;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use super::stats::{Latency, mb_per_s, median, secs_per_gib};
 
@@ -39,6 +41,15 @@ pub struct DownloadRound {
     /// Seconds the same file system took to take `log_bytes` written without any network
     /// (the same write sizes, no formatting): the most logging could ever do here.
     pub disk_secs: Option<f64>,
+    /// With `--sustained`, the part of `logged_secs` and of `disk_secs` spent in the final
+    /// fdatasync: what the page cache had absorbed and the disk had still to take.
+    pub log_sync_secs: Option<f64>,
+    pub disk_sync_secs: Option<f64>,
+    /// How far the process's resident set rose over the proxied download, above its level
+    /// with the proxy started and idle; the same over the direct download (the bench's own
+    /// share, which its preparation keeps near zero). `None` when /proc could not tell.
+    pub proxy_rss: Option<u64>,
+    pub direct_rss: Option<u64>,
 }
 
 impl DownloadRound {
@@ -52,6 +63,7 @@ impl DownloadRound {
             self.direct.mb_per_s(),
             self.proxied.mb_per_s(),
             self.proxied.mb_per_s() / self.direct.mb_per_s(),
+            self.proxy_rss.map_or(f64::NAN, |b| b as f64 / MIB),
             self.log_bytes as f64,
             ratio(self.log_bytes as f64, self.relayed as f64),
             secs_per_gib(cpu, self.relayed),
@@ -64,12 +76,15 @@ impl DownloadRound {
     }
 }
 
-const FIGURES: usize = 11;
+const FIGURES: usize = 12;
+
+const MIB: f64 = (1u64 << 20) as f64;
 
 const DOWNLOAD_KEYS: [&str; FIGURES] = [
     "direct_mb_per_s",
     "proxied_mb_per_s",
     "proxied_over_direct",
+    "proxy_rss_growth_mib",
     "log_bytes",
     "log_bytes_per_relayed_byte",
     "proxy_cpu_s_per_gib",
@@ -91,6 +106,15 @@ pub struct DownloadReport {
     pub connections: u32,
     /// The proxy's `--log` (`hex,binary`, `none`, ...).
     pub log: String,
+    /// The proxy's `--log-queue` and `--buffer-size`, in bytes.
+    pub log_queue: u64,
+    pub buffer_size: u64,
+    /// How long each client waited after connecting before it read (`--pause`).
+    pub pause: Duration,
+    /// `--sustained`: logging and the disk are timed until every byte is on the disk.
+    pub sustained: bool,
+    /// The kernel's dirty limit, in bytes, when `--sustained` read it.
+    pub dirty_limit: Option<u64>,
     pub rounds: Vec<DownloadRound>,
     /// Where the logs were kept, if they were.
     pub kept_logs: Option<String>,
@@ -108,19 +132,59 @@ impl DownloadReport {
         let _ = writeln!(
             out,
             "tcpspy bench: {} per round over {} on loopback, direct and through tcpspy \
-             (logging {}), {} round{}",
+             (logging {}; log queue {}, buffers {}), {} round{}",
             size(self.bytes),
             plural(self.connections.into(), "connection"),
             self.log,
+            Size(self.log_queue),
+            Size(self.buffer_size),
             self.rounds.len(),
             if self.rounds.len() == 1 { "" } else { "s" },
         );
+        if !self.pause.is_zero() {
+            let _ = writeln!(
+                out,
+                "slow reader: each client waits {:?} after connecting before it reads; MB/s count \
+                 from then",
+                self.pause
+            );
+        }
+        if self.sustained {
+            let logs = median(
+                &self
+                    .rounds
+                    .iter()
+                    .map(|r| r.log_bytes as f64)
+                    .collect::<Vec<_>>(),
+            );
+            let _ = write!(
+                out,
+                "sustained: the clock stops when every log is on the disk (fdatasync), for tcpspy \
+                 and the disk alike; {:.1} GB of logs per round",
+                logs / 1e9
+            );
+            match self.dirty_limit {
+                Some(d) if logs < d as f64 => {
+                    let _ = writeln!(
+                        out,
+                        ", under the dirty limit ({:.1} GB): the page cache holds them until \
+                         the fdatasync",
+                        d as f64 / 1e9
+                    );
+                }
+                Some(d) => {
+                    let _ = writeln!(out, " against a dirty limit of {:.1} GB", d as f64 / 1e9);
+                }
+                None => out.push('\n'),
+            }
+        }
         out.push('\n');
         let header = [
             "round",
             "direct MB/s",
             "tcpspy MB/s",
             "tcpspy/direct",
+            "RSS +MiB",
             "log MB",
             "log B per B",
             "CPU s/GiB",
@@ -136,15 +200,16 @@ impl DownloadReport {
                 num(f[0]),
                 num(f[1]),
                 format!("{}x", fixed(f[2], 3)),
-                num(f[3] / 1e6),
-                fixed(f[4], 2),
+                num(f[3]),
+                num(f[4] / 1e6),
                 fixed(f[5], 2),
                 fixed(f[6], 2),
                 fixed(f[7], 2),
-                num(f[8]),
+                fixed(f[8], 2),
                 num(f[9]),
-                if f[10].is_finite() {
-                    format!("{:.0}%", f[10] * 100.0)
+                num(f[10]),
+                if f[11].is_finite() {
+                    format!("{:.0}%", f[11] * 100.0)
                 } else {
                     "-".into()
                 },
@@ -160,15 +225,26 @@ impl DownloadReport {
         out.push_str(&grid(&header, &rows));
         out.push('\n');
         out.push_str(
-            "MB = 10^6 bytes; log B per B = bytes written to logs per byte relayed;\n\
+            "MB = 10^6 bytes; RSS +MiB = how far the process's resident memory rose during the \
+             download through tcpspy, over its level with the proxy started and idle (the \
+             bench's own buffers are in that level: the rise is the proxy's);\n\
+             log B per B = bytes written to logs per byte relayed;\n\
              CPU s/GiB = CPU seconds of the proxy's own threads (reactor + logger, writing every \
-             log included) per GiB relayed;\n\
-             logged MB/s = bytes relayed / time until every log was written (the download may end \
+             log included) per GiB relayed;\n",
+        );
+        out.push_str(if self.sustained {
+            "logged MB/s = bytes relayed / time until every log was on the disk (written, then \
+             fdatasync);\n\
+             disk MB/s = the same, had the logs' bytes been written with no network and no \
+             formatting, then fdatasync, measured right after (what this disk takes); \
+             of disk = logged / disk.\n"
+        } else {
+            "logged MB/s = bytes relayed / time until every log was written (the download may end \
              first: the log queue holds the rest);\n\
              disk MB/s = the same, had the logs' bytes been written with no network and no \
              formatting, measured right after (the most logging can do on this file system); \
-             of disk = logged / disk.\n",
-        );
+             of disk = logged / disk.\n"
+        });
         let logs: u32 = self.rounds.iter().map(|r| r.logs_verified).sum();
         let _ = writeln!(
             out,
@@ -207,6 +283,12 @@ impl DownloadReport {
                 o.num("reactor_cpu_s", r.reactor_cpu);
                 o.num("logger_cpu_s", r.logger_cpu);
                 o.num("binary_logs_verified", r.logs_verified.into());
+                o.num("logged_secs", r.logged_secs);
+                o.opt("disk_secs", r.disk_secs);
+                o.opt("log_sync_secs", r.log_sync_secs);
+                o.opt("disk_sync_secs", r.disk_sync_secs);
+                o.opt("proxy_rss_growth_bytes", r.proxy_rss.map(|b| b as f64));
+                o.opt("direct_rss_growth_bytes", r.direct_rss.map(|b| b as f64));
                 for (k, v) in DOWNLOAD_KEYS.iter().zip(r.figures()) {
                     o.num(k, v);
                 }
@@ -222,6 +304,11 @@ impl DownloadReport {
         o.num("bytes", self.bytes as f64);
         o.num("connections", self.connections.into());
         o.str("log", &self.log);
+        o.num("log_queue", self.log_queue as f64);
+        o.num("buffer_size", self.buffer_size as f64);
+        o.num("pause_secs", self.pause.as_secs_f64());
+        o.raw("sustained", if self.sustained { "true" } else { "false" });
+        o.opt("dirty_limit_bytes", self.dirty_limit.map(|b| b as f64));
         o.raw("verified", "true");
         o.raw("rounds", &format!("[{}]", rounds.join(",")));
         o.raw("median", &med.finish());
@@ -411,6 +498,11 @@ impl Obj {
         self.raw(key, &text);
     }
 
+    /// A figure that may be missing: null then.
+    fn opt(&mut self, key: &str, v: Option<f64>) {
+        self.num(key, v.unwrap_or(f64::NAN));
+    }
+
     fn finish(self) -> String {
         format!("{{{}}}", self.fields.join(","))
     }
@@ -469,9 +561,9 @@ fn fixed(v: f64, decimals: usize) -> String {
     }
 }
 
-/// `256 MiB`, `16 KiB`, `64 B`, or the exact count when it is not a round binary size.
+/// `256 MiB`, `16 KiB`, `64 B`, `100 TiB`, or the exact count when it is not a round binary size.
 pub fn size(bytes: u64) -> String {
-    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
         if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{} {unit}", bytes >> shift);
         }
@@ -505,6 +597,10 @@ mod tests {
             // Logged at 400 MB/s (of 1 GiB), where the disk alone took 1 s.
             logged_secs: (1u64 << 30) as f64 / 400e6,
             disk_secs: Some(1.0),
+            log_sync_secs: None,
+            disk_sync_secs: None,
+            proxy_rss: Some(9 << 19),
+            direct_rss: Some(0),
         }
     }
 
@@ -513,6 +609,11 @@ mod tests {
             bytes: 1 << 30,
             connections: 1,
             log: "hex,binary".into(),
+            log_queue: 8 << 20,
+            buffer_size: 64 << 10,
+            pause: Duration::ZERO,
+            sustained: false,
+            dirty_limit: None,
             rounds: vec![
                 round(5000.0, 500.0, 2.0),
                 round(4000.0, 1000.0, 1.0),
@@ -526,25 +627,70 @@ mod tests {
     fn download_table() {
         let t = report().table();
         let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[0].starts_with("tcpspy bench: 1 GiB per round over 1 connection"));
+        assert_eq!(
+            lines[0],
+            "tcpspy bench: 1 GiB per round over 1 connection on loopback, direct and through \
+             tcpspy (logging hex,binary; log queue 8M, buffers 64K), 3 rounds"
+        );
         assert_eq!(
             lines[2],
-            "round   direct MB/s  tcpspy MB/s  tcpspy/direct  log MB  log B per B  CPU s/GiB  reactor  logger  logged MB/s  disk MB/s  of disk"
+            "round   direct MB/s  tcpspy MB/s  tcpspy/direct  RSS +MiB  log MB  log B per B  CPU s/GiB  reactor  logger  logged MB/s  disk MB/s  of disk"
         );
         // Columns are right-aligned under their headers.
         assert_eq!(
             lines[3],
-            "1              5000          500         0.100x    6442         6.00       2.50     0.50    2.00          400       1074      37%"
+            "1              5000          500         0.100x      4.50    6442         6.00       2.50     0.50    2.00          400       1074      37%"
         );
         // Each column's median on its own: 5000 direct, 600 via tcpspy, ratio median 0.1
         // (0.1, 0.25, 0.1), 2.0 + 0.5 CPU.
         assert_eq!(
             lines[6],
-            "median         5000          600         0.100x    6442         6.00       2.50     0.50    2.00          400       1074      37%"
+            "median         5000          600         0.100x      4.50    6442         6.00       2.50     0.50    2.00          400       1074      37%"
         );
+        assert!(
+            !t.contains("slow reader") && !t.contains("sustained"),
+            "{t}"
+        );
+        assert!(t.contains("logged MB/s = bytes relayed / time until every log was written"));
         assert!(t.contains("data verified: all 6 downloads (1 GiB each) arrived intact"));
         assert!(t.contains("so did the 3 binary log files"));
         assert!(!t.contains("logs kept"));
+    }
+
+    #[test]
+    fn slow_reader_and_sustained_say_so() {
+        let mut r = report();
+        r.pause = Duration::from_secs(5);
+        r.sustained = true;
+        r.dirty_limit = Some(4_900_000_000);
+        r.rounds[0].proxy_rss = None;
+        let t = r.table();
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[1],
+            "slow reader: each client waits 5s after connecting before it reads; MB/s count from \
+             then"
+        );
+        // 6 GiB of logs per round, over the limit.
+        assert_eq!(
+            lines[2],
+            "sustained: the clock stops when every log is on the disk (fdatasync), for tcpspy and \
+             the disk alike; 6.4 GB of logs per round against a dirty limit of 4.9 GB"
+        );
+        // A round whose memory could not be read shows a dash; the median is of the others.
+        assert!(lines[5].starts_with("1 "), "{t}");
+        assert_eq!(lines[5].split_whitespace().nth(4), Some("-"), "{t}");
+        assert_eq!(lines[8].split_whitespace().nth(4), Some("4.50"), "{t}");
+        assert!(t.contains("until every log was on the disk (written, then fdatasync)"));
+        r.dirty_limit = Some(10_000_000_000);
+        assert!(r.table().contains("under the dirty limit (10.0 GB)"));
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["pause_secs"], 5);
+        assert_eq!(v["sustained"], true);
+        assert_eq!(v["dirty_limit_bytes"], 10_000_000_000u64);
+        assert!(v["rounds"][0]["proxy_rss_growth_bytes"].is_null());
+        assert_eq!(v["rounds"][1]["proxy_rss_growth_bytes"], 9 << 19);
+        assert_eq!(v["median"]["proxy_rss_growth_mib"], 4.5);
     }
 
     #[test]
@@ -556,6 +702,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(v["mode"], "download");
         assert_eq!(v["bytes"], 1u64 << 30);
+        assert_eq!(v["log_queue"], 8 << 20);
+        assert_eq!(v["pause_secs"], 0);
+        assert_eq!(v["sustained"], false);
+        assert!(v["dirty_limit_bytes"].is_null());
         assert_eq!(v["verified"], true);
         assert_eq!(v["kept_logs"], "/tmp/x \"y\"");
         let rounds = v["rounds"].as_array().unwrap();
@@ -616,6 +766,7 @@ mod tests {
         assert_eq!(json_str("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
         assert_eq!(size(256 << 20), "256 MiB");
         assert_eq!(size(8 << 30), "8 GiB");
+        assert_eq!(size(100 << 40), "100 TiB");
         assert_eq!(size(16 << 10), "16 KiB");
         assert_eq!(size(1000), "1000 B");
         assert_eq!(num(5536.14), "5536");

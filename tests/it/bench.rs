@@ -45,14 +45,21 @@ fn downloads_verify_and_clean_up() {
         .lines()
         .find(|l| l.starts_with("median"))
         .expect("a median row");
-    // median, direct, proxied, ratio, log MB, log per byte, CPU, reactor, logger, logged,
-    // disk limit, fraction of it.
+    // median, direct, proxied, ratio, RSS growth, log MB, log per byte, CPU, reactor, logger,
+    // logged, disk limit, fraction of it.
     let cells: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(cells.len(), 12, "{row}");
-    let (logged, disk): (f64, f64) = (cells[9].parse().unwrap(), cells[10].parse().unwrap());
+    assert_eq!(cells.len(), 13, "{row}");
+    let header = out.lines().find(|l| l.starts_with("round ")).unwrap();
+    assert!(
+        header.contains("tcpspy/direct  RSS +MiB  log MB"),
+        "{header}"
+    );
+    let rss: f64 = cells[4].parse().unwrap();
+    assert!(rss >= 0.0, "{row}");
+    let (logged, disk): (f64, f64) = (cells[10].parse().unwrap(), cells[11].parse().unwrap());
     assert!(logged > 0.0 && disk > 0.0, "{row}");
-    assert!(cells[11].ends_with('%'), "{row}");
-    let log_per_byte: f64 = cells[5].parse().unwrap();
+    assert!(cells[12].ends_with('%'), "{row}");
+    let log_per_byte: f64 = cells[6].parse().unwrap();
     assert!(
         (4.0..8.0).contains(&log_per_byte),
         "a hex dump and a binary copy are ~6 bytes per byte: {row}"
@@ -118,6 +125,150 @@ fn json_parses_and_logs_are_kept_when_asked() {
     }
 }
 
+/// The cells of a table's median row.
+fn median_row(out: &str) -> Vec<String> {
+    out.lines()
+        .find(|l| l.starts_with("median"))
+        .unwrap_or_else(|| panic!("no median row: {out}"))
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn sustained_logging_is_timed_until_the_disk_has_it() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().to_str().unwrap();
+    let (out, _) = bench(&[
+        "--sustained",
+        "--bytes",
+        "4M",
+        "--rounds",
+        "2",
+        "--json",
+        "--log-dir",
+        dir,
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!(v["sustained"], true);
+    assert_eq!(v["bytes"], 4 << 20);
+    // The kernel's limit, read from /proc: far above what a 4 MiB round writes.
+    let dirty = v["dirty_limit_bytes"].as_u64().expect("the dirty limit");
+    assert!(dirty > 0);
+    for r in v["rounds"].as_array().unwrap() {
+        assert_eq!(r["binary_logs_verified"], 1);
+        let (sync, logged) = (
+            r["log_sync_secs"].as_f64().expect("the logs' fdatasync"),
+            r["logged_secs"].as_f64().unwrap(),
+        );
+        // The flush is part of the logging time, and of the disk's.
+        assert!(sync >= 0.0 && logged >= sync, "{r}");
+        let disk_sync = r["disk_sync_secs"].as_f64().expect("the disk's fdatasync");
+        assert!(r["disk_secs"].as_f64().unwrap() >= disk_sync, "{r}");
+        assert!(r["logged_mb_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["disk_limit_mb_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["logged_over_disk_limit"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(v["median"]["logged_over_disk_limit"].as_f64().unwrap() > 0.0);
+    assert!(entries(parent.path()).is_empty(), "the logs were removed");
+
+    let (out, _) = bench(&[
+        "--sustained",
+        "--bytes",
+        "2M",
+        "--rounds",
+        "1",
+        "--log-dir",
+        dir,
+    ]);
+    assert!(
+        out.contains("sustained: the clock stops when every log is on the disk (fdatasync)"),
+        "{out}"
+    );
+    assert!(out.contains("under the dirty limit"), "{out}");
+    assert!(out.contains("then fdatasync"), "{out}");
+    assert_eq!(median_row(&out).len(), 13, "{out}");
+    assert!(entries(parent.path()).is_empty(), "the logs were removed");
+}
+
+#[test]
+fn a_slow_reader_shows_the_proxys_memory() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().to_str().unwrap();
+    let started = std::time::Instant::now();
+    let (out, _) = bench(&[
+        "--pause",
+        "300ms",
+        "--bytes",
+        "8M",
+        "--rounds",
+        "2",
+        "--connections",
+        "2",
+        "--json",
+        "--log-dir",
+        dir,
+    ]);
+    // Every client of both rounds, direct and proxied, waited its 300 ms.
+    assert!(started.elapsed() >= Duration::from_millis(4 * 300));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!(v["pause_secs"], 0.3);
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["log_queue"], 8 << 20);
+    for r in v["rounds"].as_array().unwrap() {
+        assert_eq!(r["proxied_bytes"], 8 << 20);
+        assert_eq!(r["binary_logs_verified"], 2);
+        let grew = r["proxy_rss_growth_bytes"]
+            .as_u64()
+            .expect("the proxy's RSS growth");
+        // The log queue and relay buffers, not the 8 MiB download twice over, nor the bench's.
+        assert!(grew < 256 << 20, "{r}");
+        let own = r["direct_rss_growth_bytes"]
+            .as_u64()
+            .expect("the bench's own growth");
+        assert!(own < 32 << 20, "{r}");
+        assert!(r["proxy_rss_growth_mib"].as_f64().is_some(), "{r}");
+        assert!(r["proxied_mb_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(v["median"]["proxy_rss_growth_mib"].as_f64().is_some());
+    assert!(entries(parent.path()).is_empty(), "the logs were removed");
+
+    let (out, _) = bench(&["--pause", "200ms", "--bytes", "4M", "--rounds", "1"]);
+    assert!(
+        out.contains("slow reader: each client waits 200ms after connecting before it reads"),
+        "{out}"
+    );
+    assert!(out.contains("RSS +MiB = how far the process's resident memory rose"));
+    assert!(out.contains("data verified: all 2 downloads (4 MiB each) arrived intact"));
+    let median = median_row(&out);
+    assert_eq!(median.len(), 13, "{out}");
+    assert!(median[4].parse::<f64>().unwrap() >= 0.0, "{out}");
+}
+
+#[test]
+fn a_round_that_cannot_fit_the_disk_is_refused() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().to_str().unwrap();
+    // 100 TiB logged as hex and binary is ~650 TB of logs.
+    let (code, out, err) = run_with_output(&["bench", "--bytes", "100T", "--log-dir", dir], LIMIT);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out, "");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("tcpspy: error: a round of 100 TiB logging hex,binary needs about"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("and {dir} has ")) && err.contains("free"),
+        "{err}"
+    );
+    assert!(entries(parent.path()).is_empty(), "nothing was left behind");
+    // Nothing logged, nothing to sync.
+    let (code, _, err) = run_with_output(&["bench", "--sustained", "--log", "none"], LIMIT);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--log none writes none"), "{err}");
+}
+
 #[test]
 fn without_logging() {
     let (out, _) = bench(&["--bytes", "8M", "--rounds", "1", "--log", "none", "--json"]);
@@ -181,6 +332,9 @@ fn bad_arguments_fail_with_one_line() {
         (&["bench", "--connections", "5000"][..], "--connections"),
         (&["bench", "--log", "pdf"][..], "unknown format"),
         (&["bench", "--rtt", "--rtt-sizes", "1G"][..], "--rtt-sizes"),
+        (&["bench", "--pause", "2h"][..], "--pause"),
+        (&["bench", "--rtt", "--pause", "1s"][..], "--pause"),
+        (&["bench", "--rtt", "--sustained"][..], "--sustained"),
     ] {
         let (code, out, err) = run_with_output(args, LIMIT);
         // A value the command line refuses is a usage error: status 2, one line.
@@ -201,7 +355,17 @@ fn bad_arguments_fail_with_one_line() {
 fn interrupted_bench_removes_its_logs() {
     let parent = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(bin())
-        .args(["bench", "--bytes", "2G", "--rounds", "1", "--log-dir"])
+        // Binary logs only: a round fits the free space of a small CI disk.
+        .args([
+            "bench",
+            "--bytes",
+            "2G",
+            "--log",
+            "binary",
+            "--rounds",
+            "1",
+            "--log-dir",
+        ])
         .arg(parent.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
