@@ -455,3 +455,125 @@ pub fn assert_logs(dir: &Path, n: u64, target: SocketAddr, up: &[u8], down: &[u8
         hex.display()
     );
 }
+
+/// Waits until `cond` holds, checking it every millisecond (a polling interval: the condition
+/// decides, not the time); panics naming `what` after [`WAIT`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// One TCP socket as the kernel lists it in /proc/net/tcp (or tcp6), which shows every socket
+/// of this network namespace, tcpspy's included.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpRow {
+    /// Bytes written and not yet acknowledged by the peer.
+    pub tx_queue: u64,
+    /// Bytes received and not yet read by the socket's owner.
+    pub rx_queue: u64,
+    /// The pending timer: 1 retransmit, 2 keepalive, 4 zero window probe.
+    pub timer: u8,
+}
+
+/// An address as /proc/net/tcp writes it: the address's bytes in memory order, printed as
+/// native-endian 32-bit words, then the port.
+fn proc_net_addr(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for i in (0..ip.len()).step_by(8) {
+        let word = u32::from_str_radix(ip.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => {
+            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+            // A dual-stack socket lists an IPv4 peer as ::ffff:a.b.c.d.
+            match v6.to_ipv4_mapped() {
+                Some(v4) => v4.into(),
+                None => v6.into(),
+            }
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The kernel's row for the socket from `local` to `remote`, if it has one.
+pub fn tcp_row(local: SocketAddr, remote: SocketAddr) -> Option<TcpRow> {
+    let unmap = |a: SocketAddr| match a.ip() {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), a.port()),
+            None => a,
+        },
+        _ => a,
+    };
+    let (local, remote) = (unmap(local), unmap(remote));
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            // sl local rem st tx_queue:rx_queue tr:when ...
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6
+                || proc_net_addr(f[1]) != Some(local)
+                || proc_net_addr(f[2]) != Some(remote)
+            {
+                continue;
+            }
+            let (tx, rx) = f[4].split_once(':')?;
+            let (tr, _) = f[5].split_once(':')?;
+            return Some(TcpRow {
+                tx_queue: u64::from_str_radix(tx, 16).ok()?,
+                rx_queue: u64::from_str_radix(rx, 16).ok()?,
+                timer: u8::from_str_radix(tr, 16).ok()?,
+            });
+        }
+    }
+    None
+}
+
+/// True when the socket from `local` to `remote` holds bytes that its peer has no room for:
+/// the kernel is probing a zero window. The peer's owner has stopped reading: its receive
+/// buffer is full, and the sender can only wait.
+pub fn peer_window_closed(local: SocketAddr, remote: SocketAddr) -> bool {
+    tcp_row(local, remote).is_some_and(|r| r.timer == 4)
+}
+
+/// True when a stream through tcpspy is blocked at tcpspy, both ways: tcpspy has stopped
+/// reading `into` (our socket sending to tcpspy finds tcpspy's window closed), and tcpspy's
+/// socket to `out` (our socket receiving from tcpspy) finds `out`'s window closed. Then
+/// tcpspy holds bytes it has read and cannot pass on, and waits for `out` to drain.
+pub fn blocked_at_tcpspy(into: &TcpStream, out: &TcpStream) -> bool {
+    let (Ok(a), Ok(b), Ok(c), Ok(d)) = (
+        into.local_addr(),
+        into.peer_addr(),
+        out.peer_addr(),
+        out.local_addr(),
+    ) else {
+        return false;
+    };
+    peer_window_closed(a, b) && peer_window_closed(c, d)
+}
+
+/// Bytes waiting to be read on our own descriptor `fd` (a socket or a pipe): FIONREAD.
+pub fn unread_bytes(fd: &impl std::os::fd::AsRawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(r, 0, "FIONREAD: {}", io::Error::last_os_error());
+    n as usize
+}
+
+/// True when the pipe whose read end is `fd` is full: its writer blocks.
+pub fn pipe_full(fd: &impl std::os::fd::AsRawFd) -> bool {
+    // SAFETY: F_GETPIPE_SZ takes no argument.
+    let size = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    assert!(size > 0, "F_GETPIPE_SZ: {}", io::Error::last_os_error());
+    unread_bytes(fd) >= size as usize
+}
