@@ -466,23 +466,25 @@ fn curl_session_is_dissected_as_http() {
     assert_eq!(dumps, 2);
 }
 
-/// A free loopback port (bound then released: redis-server must bind it itself).
-fn free_port() -> u16 {
-    listener().local_addr().unwrap().port()
-}
-
 /// A real redis-server on loopback, killed on drop.
 struct Redis {
     child: Child,
-    port: u16,
+    /// Where it listens: a port held for it, which it binds itself (redis-server cannot bind
+    /// port 0 and say which port it got; its `--port 0` means no TCP at all).
+    port: HeldPort,
 }
 
 impl Redis {
     fn start() -> Redis {
-        let port = free_port();
+        let port = held_port();
         let dir = std::env::temp_dir();
         let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--port",
+                &port.addr.port().to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&dir)
             .stdin(Stdio::null())
@@ -542,7 +544,7 @@ fn redis_cmd(s: &mut TcpStream, args: &[&str], reply: &[u8]) {
 fn redis_session_is_dissected_as_resp() {
     let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
-    let target = format!("127.0.0.1:{}", redis.port);
+    let target = redis.port.addr.to_string();
     let mut spy = Spy::start(&[
         "-t",
         &target,
@@ -736,7 +738,8 @@ fn pcap_path_is_used_and_never_overwritten() {
 #[test]
 fn refused_connect_is_a_syn_answered_by_a_reset() {
     let dir = tempfile::tempdir().unwrap();
-    let taddr = listener().local_addr().unwrap(); // bound, then closed: nobody listens there
+    let held = held_port(); // nobody listens there, and nobody else gets the port
+    let taddr = held.addr;
     let mut spy = Spy::start(&[
         "-t",
         &taddr.to_string(),

@@ -87,7 +87,8 @@ fn half_close_by_server() {
 #[test]
 fn target_down() {
     let dir = tempfile::tempdir().unwrap();
-    let taddr = listener().local_addr().unwrap(); // bound, then closed: nobody listens there
+    let held = held_port(); // nobody listens there, and nobody else gets the port
+    let taddr = held.addr;
     let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
     for n in 1..=2 {
         // The reset can come so fast that connect() itself reports it.

@@ -278,6 +278,31 @@ pub fn listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
 }
 
+/// A loopback port held by a socket bound to it (with SO_REUSEADDR) that does not listen.
+/// For a server that must be told its port (redis-server cannot bind port 0 and say which port
+/// it got), and for a target that refuses: while it is held no bind to port 0 and no outgoing
+/// connection gets the port (the kernel skips ports bound so), a server that binds it itself
+/// with SO_REUSEADDR (as redis-server does) can listen on it, and until one does, connecting to
+/// it is refused.
+pub struct HeldPort {
+    _sock: socket2::Socket,
+    pub addr: SocketAddr,
+}
+
+pub fn held_port() -> HeldPort {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    sock.set_reuse_address(true).expect("SO_REUSEADDR");
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    sock.bind(&any.into()).expect("bind 127.0.0.1:0");
+    let addr = sock
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("the bound address");
+    HeldPort { _sock: sock, addr }
+}
+
 /// Connects with timeouts on every read and write, so a broken relay fails the test instead
 /// of hanging it.
 pub fn connect(addr: SocketAddr) -> TcpStream {
