@@ -299,9 +299,13 @@ fn connect_timeout() {
     drop(sock);
 }
 
-/// --idle-timeout closes a connection with no traffic, and not one with traffic.
+/// --idle-timeout closes a connection with no traffic, and not one with traffic: round trips
+/// one after the other, each waiting for its echo, until the connection has lived half again
+/// the timeout; then silence, and tcpspy closes both sides no sooner than the timeout after the
+/// last echo. Both are lower bounds on durations the test measures, which is what is tested.
 #[test]
 fn idle_timeout() {
+    const IDLE: Duration = Duration::from_secs(1);
     let target = listener();
     let taddr = target.local_addr().unwrap();
     echo_server(target);
@@ -314,23 +318,32 @@ fn idle_timeout() {
         "1s",
     ]);
     let mut c = connect(spy.addr);
-    // Traffic every 100 ms for 1.5 s keeps it open past the timeout.
     let started = Instant::now();
-    for i in 0..15 {
-        echo_once(&mut c, format!("tick {i:02}").as_bytes());
-        thread::sleep(Duration::from_millis(100));
+    let mut round_trips = 0u64;
+    let mut last = started;
+    while started.elapsed() < IDLE * 3 / 2 {
+        last = Instant::now();
+        echo_once(&mut c, format!("{round_trips:08}").as_bytes());
+        round_trips += 1;
     }
-    assert!(started.elapsed() > Duration::from_secs(1));
     // Then silence: tcpspy closes both sides (FIN, not a reset).
     let mut buf = [0u8; 8];
     assert_eq!(c.read(&mut buf).unwrap(), 0, "EOF from tcpspy");
+    assert!(
+        last.elapsed() >= IDLE,
+        "closed {:?} after the last echo began",
+        last.elapsed()
+    );
     let line = spy.wait_closed(1);
     assert!(
         line.contains("client idle timeout, closed by tcpspy, then server idle timeout"),
         "{line}"
     );
+    let bytes = 8 * round_trips;
     assert!(
-        line.contains("client sent 105 bytes, server sent 105 bytes"),
+        line.contains(&format!(
+            "client sent {bytes} bytes, server sent {bytes} bytes"
+        )),
         "{line}"
     );
 }
