@@ -125,13 +125,17 @@ fn descriptor_exhaustion_waits_without_spinning_then_serves() {
     spy.wait_line(|l| l.contains("out of descriptors"));
     // Connections made before keep flowing.
     echo_once(&mut early[0], b"still flowing");
-    // A measurement window, not a synchronisation: tcpspy must idle through it.
-    let before = cpu_ticks(spy.pid());
+    // A measurement window, not a synchronisation: the CPU tcpspy burns while it cannot
+    // accept is the thing under test, over a span the test measures, and a tcpspy that spun
+    // would burn the whole span. The span is time by nature; nothing is waited for in it.
+    let (before, since) = (cpu_ticks(spy.pid()), Instant::now());
     thread::sleep(Duration::from_secs(2));
     let used = cpu_ticks(spy.pid()) - before;
+    let span = since.elapsed();
+    let used_secs = used as f64 / ticks_per_second() as f64;
     assert!(
-        used * 10 <= ticks_per_second(),
-        "{used} ticks of CPU in 2 s of exhaustion"
+        used_secs <= span.as_secs_f64() / 20.0,
+        "{used_secs}s of CPU in {span:?} of exhaustion"
     );
 
     set_soft_nofile(spy.pid(), 4096);
@@ -349,50 +353,38 @@ fn idle_timeout() {
 }
 
 /// A client that stops reading while the server pushes 1 GiB: tcpspy's memory stays bounded,
-/// and every byte arrives once the client reads again.
+/// and every byte arrives once the client reads again. The stall is seen, not waited for: the
+/// memory is read once tcpspy is blocked both ways (it has stopped reading the server and has
+/// bytes the client has no room for).
 #[test]
 fn stalled_reader_keeps_memory_bounded() {
     const TOTAL: usize = 1 << 30;
     let target = listener();
     let taddr = target.local_addr().unwrap();
     let spy = Spy::start(&["-t", &taddr.to_string(), "--log", "none"]);
-    let (stalled_tx, stalled_rx) = mpsc::channel();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sent2 = sent.clone();
+    let (sock_tx, sock_rx) = mpsc::channel();
     let server = thread::spawn(move || {
         let mut s = accept(&target);
+        sock_tx.send(s.try_clone().unwrap()).unwrap();
         let block = data(9, 1 << 20);
-        let mut sent = 0usize;
-        // Push without blocking until nothing moves for 300 ms: every buffer on the path is
-        // full and tcpspy has stopped reading.
-        s.set_nonblocking(true).unwrap();
-        let mut quiet_since = None;
-        let next = |sent: usize| {
-            let off = sent % block.len();
-            off..block.len().min(off + TOTAL - sent)
-        };
-        loop {
-            match s.write(&block[next(sent)]) {
-                Ok(n) => {
-                    sent += n;
-                    quiet_since = None;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    let q = *quiet_since.get_or_insert_with(Instant::now);
-                    if q.elapsed() > Duration::from_millis(300) {
-                        break;
-                    }
-                    thread::yield_now();
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-        stalled_tx.send(sent).unwrap();
-        s.set_nonblocking(false).unwrap();
-        while sent < TOTAL {
-            sent += s.write(&block[next(sent)]).unwrap();
+        let mut done = 0usize;
+        while done < TOTAL {
+            let off = done % block.len();
+            done += s
+                .write(&block[off..block.len().min(off + TOTAL - done)])
+                .unwrap();
+            sent2.store(done, std::sync::atomic::Ordering::Release);
         }
     });
     let mut c = connect(spy.addr);
-    let in_flight = stalled_rx.recv_timeout(WAIT).unwrap();
+    let s = sock_rx.recv_timeout(WAIT).unwrap();
+    wait_until("tcpspy blocked by the client that does not read", || {
+        blocked_at_tcpspy(&s, &c)
+    });
+    drop(s);
+    let in_flight = sent.load(std::sync::atomic::Ordering::Acquire);
     let rss_stalled = spy.status_kib("VmRSS");
     assert!(
         in_flight < 256 << 20,
