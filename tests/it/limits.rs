@@ -471,33 +471,37 @@ fn sigterm_mid_transfer_keeps_logs_exact() {
     assert!(logged == got);
 }
 
-/// A second signal while the first stop is still writing logs exits at once.
+/// A second signal while the first stop is still writing logs exits at once. The first stop
+/// cannot finish: the live view (`-x`) goes to a pipe nobody reads, which the test lets fill up
+/// before signalling, so the logger is blocked writing to it and everything queued behind.
 #[test]
 fn second_signal_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let target = listener();
     let taddr = target.local_addr().unwrap();
-    // A slow logger and a queue holding lots: the graceful stop would take long.
-    let mut spy = Spy::start(&[
+    let mut spy = Spy::start_piped(&[
         "-t",
         &taddr.to_string(),
         "-d",
         dir.path().to_str().unwrap(),
-        "--debug-log-delay-us",
-        "20000",
+        "-x",
     ]);
+    let view = spy.child.stdout.take().unwrap();
     thread::spawn(move || {
         let s = accept(&target);
         let _ = send_then_shutdown(s, data(12, 32 << 20)).join();
     });
     let mut c = connect(spy.addr);
-    let mut got = vec![0u8; 8 << 20];
+    // The relay goes on until the log queue (8 MiB) is full.
+    let mut got = vec![0u8; 1 << 20];
     c.read_exact(&mut got).unwrap();
+    wait_until("the live view's pipe full", || pipe_full(&view));
     spy.signal(libc::SIGTERM);
     // Signals of one kind do not queue: the second must come after the first was taken.
     spy.wait_line(|l| l.starts_with("tcpspy: stopping"));
     spy.signal(libc::SIGTERM);
     assert_eq!(spy.wait_exit(), 143, "exit status of the second SIGTERM");
+    drop(view);
 }
 
 /// Log files hit RLIMIT_FSIZE: each failure is reported once with the path and the OS error,

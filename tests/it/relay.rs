@@ -226,21 +226,66 @@ fn two_hundred_concurrent_connections() {
     assert!(logged == sent, "the logs hold every connection's bytes");
 }
 
-/// With a tiny log queue and a slowed logger, reading pauses instead of queueing: nothing is
-/// missing from the logs and memory stays small.
+/// With a tiny log queue and a logger that cannot keep up, reading pauses instead of queueing:
+/// nothing is missing from the logs and memory stays small.
+///
+/// The logger is held up for real: the live view (`-x`) goes to a pipe that the test leaves
+/// unread until tcpspy has stopped reading for the log. That is seen from outside: the logging
+/// thread sleeps in a write to the full pipe, the reactor sleeps too while the server's bytes
+/// wait for it (the server's socket finds tcpspy's window closed), and the client, reading all
+/// along, has been given all that tcpspy sent it (so tcpspy is not waiting for the client).
 #[test]
 fn tiny_log_queue_loses_nothing_and_bounds_memory() {
-    let (dir, target, taddr, mut spy) =
-        logging_spy(&["--log-queue", "64K", "--debug-log-delay-us", "500"]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = listener();
+    let taddr = target.local_addr().unwrap();
+    let mut spy = Spy::start_piped(&[
+        "-t",
+        &taddr.to_string(),
+        "-d",
+        dir.path().to_str().unwrap(),
+        "--log-queue",
+        "64K",
+        "-x",
+    ]);
+    let view = spy.child.stdout.take().unwrap();
     let down = data(7, 32 << 20);
     let down2 = down.clone();
+    let (sock_tx, sock_rx) = mpsc::channel();
     let server = thread::spawn(move || {
         let s = accept(&target);
+        sock_tx.send(s.try_clone().unwrap()).unwrap();
         send_then_shutdown(s, down2).join().unwrap().unwrap();
     });
     let mut c = connect(spy.addr);
     c.shutdown(Shutdown::Write).unwrap();
-    let got = read_to_end(&mut c).unwrap();
+    let (client, to_client) = (c.local_addr().unwrap(), spy.addr);
+    let s = sock_rx.recv_timeout(WAIT).unwrap();
+    let (server_end, from_server) = (s.local_addr().unwrap(), s.peer_addr().unwrap());
+    drop(s);
+    let reader = thread::spawn(move || read_to_end(&mut c).unwrap());
+    // Sampled in this order, so that a relay merely slower than the server cannot pass for
+    // one that stopped: the server's bytes wait for tcpspy before and after every thread of
+    // tcpspy is seen asleep, the logging thread in a write to the full pipe.
+    let pid = spy.pid();
+    wait_until("tcpspy stopped reading for the log", || {
+        peer_window_closed(server_end, from_server)
+            && tcp_row(to_client, client).is_some_and(|r| r.tx_queue == 0)
+            && {
+                let t = threads(pid);
+                t.iter().all(|(_, state, _)| *state == 'S')
+                    && t.iter().any(|(name, _, wchan)| {
+                        name == "tcpspy-log" && wchan.ends_with("pipe_write")
+                    })
+            }
+            && peer_window_closed(server_end, from_server)
+    });
+    // Now the view is read, and everything flows.
+    let shown = thread::spawn(move || {
+        let mut view = view;
+        std::io::copy(&mut view, &mut std::io::sink()).unwrap()
+    });
+    let got = reader.join().unwrap();
     server.join().unwrap();
     assert_eq!(sha(&got), sha(&down));
     spy.wait_closed(1);
@@ -266,6 +311,9 @@ fn tiny_log_queue_loses_nothing_and_bounds_memory() {
     eprintln!("peak RSS {peak_kib} KiB, {stalls} stalls");
     assert!(peak_kib < 16 * 1024, "peak RSS {peak_kib} KiB");
     assert_logs(dir.path(), 1, taddr, b"", &down);
+    // A hex dump line shows 16 bytes.
+    let shown = shown.join().unwrap();
+    assert!(shown > 4 * down.len() as u64, "{shown} bytes of view");
 }
 
 /// The pipes in `pid`'s descriptor table, by name (`pipe:[123]`), with the bytes each holds.

@@ -586,6 +586,26 @@ pub fn blocked_at_tcpspy(into: &TcpStream, out: &TcpStream) -> bool {
     peer_window_closed(a, b) && peer_window_closed(c, d)
 }
 
+/// The threads of process `pid`, as /proc/PID/task shows them: name, state (`R` running, `S`
+/// asleep, ...) and, asleep, the kernel function it sleeps in (wchan: `pipe_write` for a
+/// write to a full pipe, `do_epoll_wait` for a poll).
+pub fn threads(pid: i32) -> Vec<(String, char, String)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let p = t.path();
+            let stat = std::fs::read_to_string(p.join("stat")).ok()?;
+            let state = stat[stat.rfind(')')? + 2..].chars().next()?;
+            let name = std::fs::read_to_string(p.join("comm")).ok()?;
+            let wchan = std::fs::read_to_string(p.join("wchan")).unwrap_or_default();
+            Some((name.trim_end().to_string(), state, wchan))
+        })
+        .collect()
+}
+
 /// Bytes waiting to be read on our own descriptor `fd` (a socket or a pipe): FIONREAD.
 pub fn unread_bytes(fd: &impl std::os::fd::AsRawFd) -> usize {
     let mut n: libc::c_int = 0;
@@ -595,10 +615,24 @@ pub fn unread_bytes(fd: &impl std::os::fd::AsRawFd) -> usize {
     n as usize
 }
 
-/// True when the pipe whose read end is `fd` is full: its writer blocks.
+/// True when the pipe whose read end is `fd` is full: a writer blocks. Asked of a writer of
+/// our own, opened through /proc and polled, never written to (the bytes a full pipe holds vary
+/// with how the writes fell into its pages).
 pub fn pipe_full(fd: &impl std::os::fd::AsRawFd) -> bool {
-    // SAFETY: F_GETPIPE_SZ takes no argument.
-    let size = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
-    assert!(size > 0, "F_GETPIPE_SZ: {}", io::Error::last_os_error());
-    unread_bytes(fd) >= size as usize
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let writer = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .expect("a writer of the pipe");
+    let mut p = libc::pollfd {
+        fd: writer.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll on one descriptor we own, without waiting.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    assert!(n >= 0, "poll: {}", io::Error::last_os_error());
+    n == 0
 }
