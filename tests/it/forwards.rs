@@ -140,6 +140,8 @@ fn ipv6_end_to_end() {
 /// mount namespace of the child alone).
 #[test]
 fn target_name_resolving_to_ipv6() {
+    need("unshare");
+    need("mount");
     let target = TcpListener::bind("[::1]:0").unwrap();
     let port = target.local_addr().unwrap().port();
     let server = tagged_server(target, "named:", 1);
@@ -150,7 +152,7 @@ fn target_name_resolving_to_ipv6() {
         hosts.path().display(),
         bin()
     );
-    let mut cmd = Command::new("unshare");
+    let mut cmd = tool("unshare");
     cmd.args(["--mount", "sh", "-c", &script]);
     let mut spy = Spy::spawn(cmd);
     let first = spy.seen[0].clone();

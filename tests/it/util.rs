@@ -21,6 +21,46 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tcpspy")
 }
 
+thread_local! {
+    /// The programs the running test declared with [`need`] (libtest runs each test on a
+    /// thread of its own).
+    static NEEDED: std::cell::RefCell<Vec<&'static str>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// True when `program` is an executable file in a directory of PATH, as `command -v` finds it.
+pub fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Declares that the running test runs `program`. Called at the top of the test's own body,
+/// where `./test` reads it: `./test` installs the program's package (as root, with apt) or
+/// skips the test by name. Run any other way, a test whose program is missing fails here,
+/// saying so, rather than passing without it.
+pub fn need(program: &'static str) {
+    if !on_path(program) {
+        panic!("needs {program}; run ./test, which installs or skips it");
+    }
+    NEEDED.with(|n| n.borrow_mut().push(program));
+}
+
+/// A command running `program`, which the running test must have declared with [`need`]: a
+/// test that runs a program without declaring it fails, on every machine, before it can pass
+/// on one that has the program and fail on one that has not.
+pub fn tool(program: &'static str) -> Command {
+    assert!(
+        NEEDED.with(|n| n.borrow().contains(&program)),
+        "this test runs {program} without need(\"{program}\") at the top of its body: \
+         ./test could neither install it nor skip the test"
+    );
+    Command::new(program)
+}
+
 /// A running tcpspy whose stderr is read line by line.
 pub struct Spy {
     pub child: Child,
