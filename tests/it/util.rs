@@ -1,5 +1,7 @@
-//! Helpers for the integration tests: run the real binary, wait for what it prints (never
-//! sleep), make test data, find and read the log files. Every wait has a deadline.
+//! Helpers for the integration tests: run the real binary, wait for what it prints or for a
+//! state the kernel shows of it (its sockets, threads and pipes; never a sleep in the hope that
+//! something happened), make test data, find and read the log files, hold ports, declare the
+//! programs a test runs. Every wait has a deadline.
 
 #![allow(dead_code)]
 
