@@ -7,7 +7,8 @@
 //! - [`config`], [`types`], [`stop`]: leaves every other part shares (settings, the words of a
 //!   connection, the stop handle);
 //! - [`reactor`]: the one thread that polls every socket (mio) and drives the connections;
-//! - [`conn`] and [`half`]: a connection's state machine and one direction of it;
+//! - [`relay`]: a connection's state machine and its two directions (pipelines of stages),
+//!   without sockets;
 //! - [`pool`]: relay buffers, held only while bytes are in flight;
 //! - [`log`]: the logging thread, its bounded queue and one module per output format;
 //! - [`sys`]: socket and process settings std lacks;
@@ -16,11 +17,10 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
-pub mod conn;
-pub mod half;
 pub mod log;
 pub mod pool;
 pub mod reactor;
+pub mod relay;
 pub mod stop;
 pub mod sys;
 pub mod types;

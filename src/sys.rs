@@ -159,6 +159,56 @@ pub fn splice_out(pipe: &Pipe, sock: &impl AsRawFd, max: usize) -> io::Result<us
     splice(pipe.read.as_raw_fd(), sock.as_raw_fd(), max)
 }
 
+/// Drops the next `n` bytes of a TCP socket's receive queue without copying them
+/// (recv(2) with MSG_TRUNC, which Linux honours on TCP sockets): the bytes a peek showed and
+/// the destination took.
+pub fn discard(sock: &impl AsRawFd, n: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: with MSG_TRUNC and a null buffer the kernel copies nothing; it only reads
+        // the descriptor.
+        let r = unsafe {
+            libc::recv(
+                sock.as_raw_fd(),
+                std::ptr::null_mut(),
+                n,
+                libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+            )
+        };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+impl Pipe {
+    /// Writes `bytes` into the pipe with write(2): how a stream that is not a socket (the
+    /// simulation's fakes, a scripted peer) fills a pipe it was handed for splicing.
+    pub fn fill(&self, bytes: &[u8]) -> io::Result<usize> {
+        // SAFETY: write(2) reads at most `bytes.len()` bytes from the slice.
+        let n = unsafe { libc::write(self.write.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// Reads from the pipe with read(2): the other half of [`Pipe::fill`].
+    pub fn drain(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: read(2) writes at most `buf.len()` bytes into the slice.
+        let n = unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
 /// What the kernel knows of a TCP connection (Linux TCP_INFO), for the end of a hex dump.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpStats {

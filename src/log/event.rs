@@ -64,6 +64,14 @@ pub enum Event {
         /// The kernel's view of each socket at the end, indexed by [`Side`].
         tcp: [Option<TcpStats>; 2],
     },
+    /// A stage of a direction acted (a fault): a story line for the record.
+    Note {
+        id: ConnId,
+        dir: Dir,
+        stage: &'static str,
+        text: String,
+        at: SystemTime,
+    },
     /// A line for stderr, in order with the connection lines (the SIGUSR1 summary).
     Line(String),
     /// Write everything, close every file and stop.

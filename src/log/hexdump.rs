@@ -102,6 +102,20 @@ impl Output for HexLog {
         self.write(conn, io);
     }
 
+    fn note(
+        &mut self,
+        conn: &ConnInfo,
+        dir: Dir,
+        stage: &'static str,
+        text: &str,
+        at: SystemTime,
+        io: &mut Io,
+    ) {
+        io.scratch.clear();
+        note(&mut io.scratch, &mut io.stamper, conn, dir, stage, text, at);
+        self.write(conn, io);
+    }
+
     fn end(&mut self, conn: &ConnInfo, side: Side, how: &End, at: SystemTime, io: &mut Io) {
         io.scratch.clear();
         ended(&mut io.scratch, &mut io.stamper, conn, side, how, at);
@@ -368,6 +382,33 @@ pub fn held(
         Hold::Memory => ": every relay buffer was in use\n".to_string(),
     };
     out.extend_from_slice(cause.as_bytes());
+}
+
+/// Appends a stage's story line: `Fault latency on 127.0.0.1:8000 (server) -> 127.0.0.1:41126
+/// (client) at TIME: held 300 ms`.
+pub fn note(
+    out: &mut Vec<u8>,
+    stamper: &mut Stamper,
+    conn: &ConnInfo,
+    dir: Dir,
+    stage: &str,
+    text: &str,
+    at: SystemTime,
+) {
+    let (src, dst) = (dir.source(), dir.source().other());
+    let line = format!(
+        "Fault {stage} on {} ({}) -> {} ({}) at ",
+        conn.peer(src),
+        src.name(),
+        conn.peer(dst),
+        dst.name()
+    );
+    out.extend_from_slice(line.as_bytes());
+    stamper.write(at, out);
+    out.extend_from_slice(b": ");
+    // A stage's text is ours, but keep the one-line promise whatever it says.
+    out.extend(text.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
+    out.push(b'\n');
 }
 
 /// Appends the line for a side's end: "Disconnected from ..." or, for a failed upstream

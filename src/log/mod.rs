@@ -185,6 +185,17 @@ pub trait Output: Send {
         _io: &mut Io,
     ) {
     }
+    /// A stage of `dir` (a fault) acted: `text` says what it did.
+    fn note(
+        &mut self,
+        _conn: &ConnInfo,
+        _dir: Dir,
+        _stage: &'static str,
+        _text: &str,
+        _at: SystemTime,
+        _io: &mut Io,
+    ) {
+    }
     /// The last event of a connection.
     fn close(&mut self, _conn: &ConnInfo, _closed: &Closed, _io: &mut Io) {}
     /// The end of a batch of events: push out anything held back.
@@ -442,6 +453,20 @@ impl Worker {
                 };
                 for out in &mut self.outputs {
                     out.close(&conn, &closed, &mut self.io);
+                }
+            }
+            Event::Note {
+                id,
+                dir,
+                stage,
+                text,
+                at,
+            } => {
+                let Some(conn) = self.conns.get(&id) else {
+                    return;
+                };
+                for out in &mut self.outputs {
+                    out.note(conn, dir, stage, &text, at, &mut self.io);
                 }
             }
             Event::Line(line) => eprint_line(&line),

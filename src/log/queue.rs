@@ -190,6 +190,17 @@ impl Receiver {
         std::mem::swap(&mut inner.events, batch);
     }
 
+    /// Moves every queued event into `batch` without waiting; false if there was none (the
+    /// simulation plays the logger with it, on the reactor's thread).
+    pub fn try_recv_batch(&self, batch: &mut VecDeque<Event>) -> bool {
+        let mut inner = self.shared.lock();
+        if inner.events.is_empty() {
+            return false;
+        }
+        batch.append(&mut inner.events);
+        true
+    }
+
     /// Reports `cost` bytes written and hands data buffers back for reuse; wakes the reactor
     /// if it waits and the queue is now under half its bound.
     pub fn release(&self, cost: usize, buffers: &mut Vec<Vec<u8>>) {

@@ -117,12 +117,23 @@ fn descriptor_exhaustion_waits_without_spinning_then_serves() {
         echo_once(c, format!("early {i}").as_bytes());
     }
     // Leave room for about one more connection's sockets, not its logs.
-    set_soft_nofile(spy.pid(), open_fds(spy.pid()) + 2);
+    let limit = open_fds(spy.pid()) + 2;
+    set_soft_nofile(spy.pid(), limit);
     let mut late: Vec<TcpStream> = (0..30).map(|_| connect(spy.addr)).collect();
     for (i, c) in late.iter_mut().enumerate() {
         c.write_all(format!("late {i:02}").as_bytes()).unwrap();
     }
-    spy.wait_line(|l| l.contains("out of descriptors"));
+    // The "out of descriptors" line goes through the logging thread, which is itself waiting
+    // for a descriptor to open the new connections' logs: the sign of exhaustion to wait for
+    // is the descriptor table itself, full.
+    let deadline = Instant::now() + WAIT;
+    while open_fds(spy.pid()) < limit {
+        assert!(
+            Instant::now() < deadline,
+            "tcpspy never used up its descriptors"
+        );
+        thread::yield_now();
+    }
     // Connections made before keep flowing.
     echo_once(&mut early[0], b"still flowing");
     // A measurement window, not a synchronisation: the CPU tcpspy burns while it cannot
@@ -151,6 +162,11 @@ fn descriptor_exhaustion_waits_without_spinning_then_serves() {
         spy.wait_line(|l| l.contains(" closed "));
         closed += 1;
     }
+    assert!(
+        spy.seen.iter().any(|l| l.contains("out of descriptors")),
+        "{:#?}",
+        spy.seen
+    );
     assert!(
         spy.seen
             .iter()

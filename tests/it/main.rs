@@ -2,6 +2,7 @@
 //! loopback, drives its connection state machine in a socket-free simulation, and property-tests
 //! its parsers.
 
+mod backpressure;
 mod bench;
 mod forwards;
 mod hostile;

@@ -1,86 +1,22 @@
-//! The per-connection state machine: a client and a server socket, one [`Half`] per direction,
-//! and the phase the connection is in.
+//! The per-connection state machine: a client and a server stream, one [`Pipeline`] per
+//! direction, and the phase the connection is in.
 //!
 //! ```text
-//!   Connecting --connected()--> Relaying --both halves done / a fault--> Closed
+//!   Connecting --connected()--> Relaying --both directions done / a fault--> Closed
 //!        \--fail(): refused, timeout, shutdown---------------------------->/
 //! ```
-//! Half-closed is not a phase of its own: it is a `Relaying` connection whose one half is
-//! done. The machine is generic over [`Stream`] and reports what it sees through a [`Tap`], so
-//! it runs without sockets in tests; the reactor supplies mio sockets, readiness and the log.
+//! Half-closed is not a phase of its own: it is a `Relaying` connection whose one direction
+//! is done. The machine is generic over [`Stream`] and reports what it sees through a [`Tap`],
+//! so it runs without sockets in tests and in the simulation; the connection table supplies
+//! sockets, readiness, the log and the clock.
 
-use std::io;
+use std::time::Instant;
 
-use crate::half::{Half, Peer, Pump};
+use super::pipeline::{Peer, Pipeline, Pump};
+use super::stage::{Stage, Tap};
+use super::stream::Stream;
 use crate::pool::Pool;
-use crate::sys::Pipe;
-pub use crate::types::{Dir, End, Hold, Side};
-
-/// A side that broke, and how.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fault {
-    pub side: Side,
-    pub end: End,
-}
-
-impl Fault {
-    pub fn new(side: Side, end: End) -> Fault {
-        Fault { side, end }
-    }
-}
-
-/// What the state machine needs of a socket.
-pub trait Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
-    fn shutdown_write(&mut self) -> io::Result<()>;
-    /// Moves up to `max` bytes from this socket into `pipe` (splice); a stream that cannot
-    /// never gets a pipe, see [`Tap::wants_data`] and [`Pool::get_pipe`].
-    fn splice_in(&mut self, _pipe: &Pipe, _max: usize) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    /// Moves up to `max` bytes from `pipe` to this socket.
-    fn splice_out(&mut self, _pipe: &Pipe, _max: usize) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-}
-
-impl Stream for mio::net::TcpStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        io::Read::read(self, buf)
-    }
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        io::Write::write(self, buf)
-    }
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        self.shutdown(std::net::Shutdown::Write)
-    }
-    fn splice_in(&mut self, pipe: &Pipe, max: usize) -> io::Result<usize> {
-        crate::sys::splice_in(self, pipe, max)
-    }
-    fn splice_out(&mut self, pipe: &Pipe, max: usize) -> io::Result<usize> {
-        crate::sys::splice_out(pipe, self, max)
-    }
-}
-
-/// Where the state machine reports what passes through it (the log queue, in the reactor).
-pub trait Tap {
-    /// False while the log cannot take more: no socket may be read until it can.
-    fn ready(&mut self) -> bool;
-    /// False when nothing records the bytes, so they may be spliced from socket to socket
-    /// without passing through user space (the pool decides whether a pipe is to be had).
-    fn wants_data(&self) -> bool {
-        true
-    }
-    /// Bytes read from the source of `dir`, before they are written on.
-    fn data(&mut self, dir: Dir, bytes: &[u8]);
-    /// A side ended.
-    fn end(&mut self, side: Side, how: &End);
-    /// `dir` stopped reading its source because of `why` (once per pause).
-    fn hold(&mut self, _dir: Dir, _why: Hold) {}
-    /// `dir` reads again after a [`hold`](Tap::hold).
-    fn release(&mut self, _dir: Dir) {}
-}
+use crate::types::{Dir, End, Side};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -96,6 +32,9 @@ pub enum Status {
     Open,
     /// A source is readable but the log queue is full: drive again when it drains.
     Stalled,
+    /// A source is readable but no relay buffer is free (and its bytes cannot wait in the
+    /// kernel): drive again when one is.
+    Starved,
     /// More work is ready but the read budget is spent: drive again after other connections.
     Yielded,
     /// Finished; the reactor removes it.
@@ -106,7 +45,7 @@ pub enum Status {
 pub struct Conn<S> {
     pub client: Peer<S>,
     pub server: Peer<S>,
-    halves: [Half; 2],
+    halves: [Pipeline; 2],
     phase: Phase,
     ends: [Option<End>; 2],
     order: Vec<Side>,
@@ -120,8 +59,8 @@ impl<S: Stream> Conn<S> {
             client: Peer::new(client, Side::Client),
             server: Peer::new(server, Side::Server),
             halves: [
-                Half::new(Dir::ClientToServer),
-                Half::new(Dir::ServerToClient),
+                Pipeline::new(Dir::ClientToServer),
+                Pipeline::new(Dir::ServerToClient),
             ],
             phase: Phase::Connecting,
             ends: [None, None],
@@ -134,9 +73,27 @@ impl<S: Stream> Conn<S> {
         self.phase
     }
 
-    /// Bytes relayed in a direction so far.
+    /// Bytes read (and recorded) in a direction so far.
     pub fn bytes(&self, dir: Dir) -> u64 {
-        self.halves[dir.index()].bytes
+        self.halves[dir.index()].read
+    }
+
+    /// Bytes read and written, both ways: it changes whenever the connection moved a byte
+    /// (the idle timeout counts writes to a slow reader as activity, not only reads).
+    pub fn activity(&self) -> u64 {
+        self.halves.iter().fold(0u64, |sum, h| {
+            sum.wrapping_add(h.read).wrapping_add(h.written)
+        })
+    }
+
+    /// The earliest time a stage of either direction waits for.
+    pub fn wake_at(&self) -> Option<Instant> {
+        self.halves.iter().filter_map(Pipeline::wake_at).min()
+    }
+
+    /// Adds a stage to the direction `dir`, after the record.
+    pub fn add_stage(&mut self, dir: Dir, stage: Box<dyn Stage>) {
+        self.halves[dir.index()].add_stage(stage);
     }
 
     /// How each side ended, in the order it happened.
@@ -164,9 +121,14 @@ impl<S: Stream> Conn<S> {
         self.halves[side.index()].saw_eof()
     }
 
+    /// Directions holding a relay buffer or a pipe (0, 1 or 2).
+    pub fn flights(&self) -> usize {
+        self.halves.iter().filter(|h| h.holds_buffer()).count()
+    }
+
     /// True while either direction holds a relay buffer.
     pub fn holds_buffers(&self) -> bool {
-        self.halves.iter().any(Half::holds_buffer)
+        self.halves.iter().any(Pipeline::holds_buffer)
     }
 
     /// The upstream connect completed.
@@ -218,9 +180,12 @@ impl<S: Stream> Conn<S> {
             }
             match result {
                 Ok(Pump::Waiting) => {}
+                // A stall on the log outranks the others: its wake-up is sure to come, and
+                // drives the whole connection again.
                 Ok(Pump::Stalled) => status = Status::Stalled,
+                Ok(Pump::Starved) if status != Status::Stalled => status = Status::Starved,
                 Ok(Pump::Yielded) if status == Status::Open => status = Status::Yielded,
-                Ok(Pump::Yielded) => {}
+                Ok(Pump::Starved | Pump::Yielded) => {}
                 Err(fault) => {
                     self.record(fault.side, fault.end, tap);
                     self.record(fault.side.other(), End::Aborted, tap);
@@ -229,7 +194,7 @@ impl<S: Stream> Conn<S> {
                 }
             }
         }
-        if self.halves.iter().all(Half::is_done) {
+        if self.halves.iter().all(Pipeline::is_done) {
             self.close(pool);
             return Status::Closed;
         }
@@ -262,6 +227,7 @@ impl<S: Stream> Conn<S> {
 mod tests {
     use super::*;
     use std::collections::VecDeque;
+    use std::io;
 
     /// An in-memory socket: `input` is what the peer has sent us, `output` what we wrote.
     #[derive(Default)]
@@ -313,14 +279,33 @@ mod tests {
         }
     }
 
-    #[derive(Default)]
     struct Rec {
         full: bool,
         data: [Vec<u8>; 2],
         ends: Vec<(Side, End)>,
+        now: Instant,
+        notes: Vec<String>,
+    }
+
+    impl Default for Rec {
+        fn default() -> Rec {
+            Rec {
+                full: false,
+                data: Default::default(),
+                ends: Vec::new(),
+                now: Instant::now(),
+                notes: Vec::new(),
+            }
+        }
     }
 
     impl Tap for Rec {
+        fn now(&self) -> Instant {
+            self.now
+        }
+        fn note(&mut self, _dir: Dir, stage: &'static str, text: String) {
+            self.notes.push(format!("{stage}: {text}"));
+        }
         fn ready(&mut self) -> bool {
             !self.full
         }
@@ -345,7 +330,7 @@ mod tests {
 
     #[test]
     fn relays_both_ways_and_half_closes() {
-        let mut pool = Pool::new(4, 4);
+        let mut pool = Pool::new(4, 4, 8);
         let mut tap = Rec::default();
         let mut c = relaying();
         c.client.sock.input.extend(b"hello server");
@@ -375,7 +360,7 @@ mod tests {
 
     #[test]
     fn slow_destination_stops_reading() {
-        let mut pool = Pool::new(4, 4);
+        let mut pool = Pool::new(4, 4, 8);
         let mut tap = Rec::default();
         let mut c = relaying();
         c.server.sock.room = 2;
@@ -393,7 +378,7 @@ mod tests {
 
     #[test]
     fn full_log_stalls_reads() {
-        let mut pool = Pool::new(4, 4);
+        let mut pool = Pool::new(4, 4, 8);
         let mut tap = Rec {
             full: true,
             ..Rec::default()
@@ -410,7 +395,7 @@ mod tests {
 
     #[test]
     fn budget_yields() {
-        let mut pool = Pool::new(4, 4);
+        let mut pool = Pool::new(4, 4, 8);
         let mut tap = Rec::default();
         let mut c = relaying();
         c.client.sock.input.extend(b"0123456789abcdef");
@@ -424,7 +409,7 @@ mod tests {
 
     #[test]
     fn reset_aborts_the_other_side() {
-        let mut pool = Pool::new(4, 4);
+        let mut pool = Pool::new(4, 4, 8);
         let mut tap = Rec::default();
         let mut c = relaying();
         c.server.sock.reset = true;
@@ -440,7 +425,7 @@ mod tests {
 
     #[test]
     fn bytes_stuck_at_a_reset_are_counted_undelivered() {
-        let mut pool = Pool::new(8, 4);
+        let mut pool = Pool::new(8, 4, 8);
         let mut tap = Rec::default();
         let mut c = relaying();
         c.server.sock.room = 3;
@@ -457,7 +442,7 @@ mod tests {
 
     #[test]
     fn shutdown_after_a_reset_is_a_reset() {
-        let mut pool = Pool::new(4, 4);
+        let mut pool = Pool::new(4, 4, 8);
         let mut tap = Rec::default();
         let mut c = relaying();
         c.client.sock.eof = true;
@@ -472,7 +457,7 @@ mod tests {
 
     #[test]
     fn stop_after_a_fin_closes_the_other_side() {
-        let mut pool = Pool::new(4, 4);
+        let mut pool = Pool::new(4, 4, 8);
         let mut tap = Rec::default();
         let mut c = relaying();
         c.client.sock.eof = true;
@@ -491,7 +476,7 @@ mod tests {
 
     #[test]
     fn failed_connect_resets_client() {
-        let mut pool = Pool::new(4, 4);
+        let mut pool = Pool::new(4, 4, 8);
         let mut tap = Rec::default();
         let mut c = Conn::new(Mem::default(), Mem::default());
         c.fail(Side::Server, End::ConnectTimeout, &mut tap, &mut pool);
@@ -505,5 +490,164 @@ mod tests {
         );
         let mut budget = 1;
         assert_eq!(c.drive(&mut pool, &mut tap, &mut budget), Status::Closed);
+    }
+}
+
+#[cfg(test)]
+mod stage_tests {
+    //! A stage sees every chunk after the record, and decides when its bytes go on.
+
+    use super::*;
+    use crate::relay::stage::Release;
+    use std::collections::VecDeque;
+    use std::io;
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Mem {
+        input: VecDeque<u8>,
+        eof: bool,
+        output: Vec<u8>,
+        shut: bool,
+    }
+
+    impl Stream for Mem {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.input.is_empty() {
+                return if self.eof {
+                    Ok(0)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
+            }
+            let n = buf.len().min(self.input.len());
+            for (b, x) in buf.iter_mut().zip(self.input.drain(..n)) {
+                *b = x;
+            }
+            Ok(n)
+        }
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn shutdown_write(&mut self) -> io::Result<()> {
+            self.shut = true;
+            Ok(())
+        }
+    }
+
+    struct Clock {
+        now: Instant,
+        logged: Vec<u8>,
+        notes: Vec<String>,
+        ends: Vec<(Side, End)>,
+    }
+
+    impl Tap for Clock {
+        fn now(&self) -> Instant {
+            self.now
+        }
+        fn ready(&mut self) -> bool {
+            true
+        }
+        fn data(&mut self, _dir: Dir, bytes: &[u8]) {
+            self.logged.extend_from_slice(bytes);
+        }
+        fn end(&mut self, side: Side, how: &End) {
+            self.ends.push((side, how.clone()));
+        }
+        fn note(&mut self, _dir: Dir, stage: &'static str, text: String) {
+            self.notes.push(format!("{stage}: {text}"));
+        }
+    }
+
+    /// Lets 3 bytes through every 10 ms, upper-cases what it passes, and holds the FIN 5 ms.
+    struct Drip {
+        next: Option<Instant>,
+        fin_at: Option<Instant>,
+    }
+
+    impl Stage for Drip {
+        fn name(&self) -> &'static str {
+            "drip"
+        }
+        fn chunk(&mut self, _dir: Dir, bytes: &mut [u8], _now: Instant, tap: &mut dyn Tap) {
+            bytes.make_ascii_uppercase();
+            tap.note(
+                Dir::ClientToServer,
+                "drip",
+                format!("{} bytes", bytes.len()),
+            );
+        }
+        fn release(&mut self, pending: usize, now: Instant) -> Release {
+            match self.next {
+                Some(t) if t > now => Release::At(t),
+                _ => Release::Now(pending.min(3)),
+            }
+        }
+        fn wrote(&mut self, _n: usize, now: Instant) {
+            self.next = Some(now + Duration::from_millis(10));
+        }
+        fn finish(&mut self, now: Instant) -> Release {
+            let at = *self.fin_at.get_or_insert(now + Duration::from_millis(5));
+            if at > now {
+                Release::At(at)
+            } else {
+                Release::Now(0)
+            }
+        }
+    }
+
+    #[test]
+    fn a_stage_paces_rewrites_and_holds_the_fin() {
+        let mut pool = Pool::new(64, 4, 8);
+        let t0 = Instant::now();
+        let mut tap = Clock {
+            now: t0,
+            logged: Vec::new(),
+            notes: Vec::new(),
+            ends: Vec::new(),
+        };
+        let mut c = Conn::new(Mem::default(), Mem::default());
+        c.connected();
+        for p in [&mut c.client, &mut c.server] {
+            p.readable = true;
+            p.writable = true;
+        }
+        c.add_stage(
+            Dir::ClientToServer,
+            Box::new(Drip {
+                next: None,
+                fin_at: None,
+            }),
+        );
+        assert_eq!(c.halves[0].stage_names(), ["drip"]);
+        c.client.sock.input.extend(b"hello!!");
+        c.client.sock.eof = true;
+        let mut budget = 10;
+        let mut wakes = Vec::new();
+        for _ in 0..10 {
+            c.drive(&mut pool, &mut tap, &mut budget);
+            match c.wake_at() {
+                Some(t) => {
+                    wakes.push(t.duration_since(t0).as_millis());
+                    tap.now = t;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(
+            c.server.sock.output, b"HELLO!!",
+            "the stage's bytes reach the sink"
+        );
+        assert_eq!(
+            tap.logged, b"hello!!",
+            "the record keeps what the source sent"
+        );
+        assert_eq!(tap.notes, ["drip: 7 bytes"]);
+        // 3 bytes at 0 ms, 3 at 10, 1 at 20; the FIN 5 ms after everything was written.
+        assert_eq!(wakes, [10, 20, 25]);
+        assert!(c.server.sock.shut);
+        assert_eq!(tap.ends, [(Side::Client, End::Fin)]);
     }
 }

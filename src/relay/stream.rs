@@ -1,0 +1,109 @@
+//! What a connection needs of the things it relays between: [`Stream`], the source and sink
+//! of a direction (a TCP socket today; a TLS session or a scripted peer implement it too), and
+//! [`Socket`], what the connection table asks of a connected endpoint beyond its bytes (its
+//! connect result, its kernel figures, a reset on close). The simulation implements both with
+//! in-memory fakes; [`mio::net::TcpStream`] implements them with system calls.
+
+use std::io;
+use std::net::SocketAddr;
+
+use crate::sys::{self, Pipe, TcpStats};
+
+/// A byte stream a direction reads from (its source) or writes to (its sink).
+pub trait Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    fn shutdown_write(&mut self) -> io::Result<()>;
+
+    /// Copies up to `buf.len()` bytes that [`read`](Stream::read) would return, leaving them
+    /// in the stream: a direction without a relay buffer writes them on first and only then
+    /// [`discard`](Stream::discard)s what the sink took, so bytes the sink refuses stay in the
+    /// kernel instead of in our memory. `Unsupported` by streams that cannot.
+    fn peek(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Drops `n` bytes that [`peek`](Stream::peek) has shown.
+    fn discard(&mut self, _n: usize) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// True if [`peek`](Stream::peek) and [`discard`](Stream::discard) work.
+    fn can_peek(&self) -> bool {
+        false
+    }
+
+    /// True if the bytes can go through a pipe with splice(2) ([`splice_in`], [`splice_out`]):
+    /// a kernel socket whose bytes are the wire's, not a TLS session's.
+    ///
+    /// [`splice_in`]: Stream::splice_in
+    /// [`splice_out`]: Stream::splice_out
+    fn can_splice(&self) -> bool {
+        false
+    }
+    /// Moves up to `max` bytes from this stream into `pipe`.
+    fn splice_in(&mut self, _pipe: &Pipe, _max: usize) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Moves up to `max` bytes from `pipe` to this stream.
+    fn splice_out(&mut self, _pipe: &Pipe, _max: usize) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// What the connection table needs of an endpoint besides its bytes.
+pub trait Socket: Stream {
+    /// The pending socket error (SO_ERROR), if any: how a failed connect shows.
+    fn take_error(&self) -> io::Result<Option<io::Error>>;
+    /// The peer's address; `NotConnected` while a connect is still in progress.
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+    /// The kernel's figures for the end of the hex dump.
+    fn tcp_stats(&self) -> Option<TcpStats> {
+        None
+    }
+    /// Makes the coming close send RST instead of FIN.
+    fn reset_on_close(&self) {}
+}
+
+impl Stream for mio::net::TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(self, buf)
+    }
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        io::Write::write(self, buf)
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        mio::net::TcpStream::peek(self, buf)
+    }
+    fn discard(&mut self, n: usize) -> io::Result<usize> {
+        sys::discard(self, n)
+    }
+    fn can_peek(&self) -> bool {
+        true
+    }
+    fn can_splice(&self) -> bool {
+        true
+    }
+    fn splice_in(&mut self, pipe: &Pipe, max: usize) -> io::Result<usize> {
+        sys::splice_in(self, pipe, max)
+    }
+    fn splice_out(&mut self, pipe: &Pipe, max: usize) -> io::Result<usize> {
+        sys::splice_out(pipe, self, max)
+    }
+}
+
+impl Socket for mio::net::TcpStream {
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        mio::net::TcpStream::take_error(self)
+    }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        mio::net::TcpStream::peer_addr(self)
+    }
+    fn tcp_stats(&self) -> Option<TcpStats> {
+        sys::tcp_stats(self)
+    }
+    fn reset_on_close(&self) {
+        sys::reset_on_close(self)
+    }
+}
