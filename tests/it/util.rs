@@ -648,6 +648,28 @@ pub fn threads(pid: i32) -> Vec<(String, char, String)> {
         .collect()
 }
 
+/// True when signal `sig` is pending for process `pid`: sent and not yet taken by any of its
+/// threads (ShdPnd and each thread's SigPnd in /proc). Signals of one kind do not queue: a
+/// second one sent while the first is pending is lost.
+pub fn signal_pending(pid: i32, sig: i32) -> bool {
+    let bit = 1u64 << (sig - 1);
+    let pending = |path: std::path::PathBuf, field: &str| {
+        std::fs::read_to_string(path).is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                .is_some_and(|m| m & bit != 0)
+        })
+    };
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    pending(proc.join("status"), "ShdPnd:")
+        || std::fs::read_dir(proc.join("task")).is_ok_and(|tasks| {
+            tasks
+                .flatten()
+                .any(|t| pending(t.path().join("status"), "SigPnd:"))
+        })
+}
+
 /// Bytes waiting to be read on our own descriptor `fd` (a socket or a pipe): FIONREAD.
 pub fn unread_bytes(fd: &impl std::os::fd::AsRawFd) -> usize {
     let mut n: libc::c_int = 0;
