@@ -121,7 +121,6 @@ impl Proxy {
                 queue_bound: config.log_queue,
                 chunk: config.buffer_size,
                 max_open_files,
-                debug_delay: config.debug_log_delay,
                 stop_on_error: (config.on_log_error == LogErrorAction::Exit).then(|| stop.clone()),
                 stop: Some(stop.clone()),
                 label_prefix: config.reuse_port.then(|| std::process::id().to_string()),

@@ -205,7 +205,6 @@ fn proxy_config(cfg: &BenchConfig, target: SocketAddr, log_dir: &Path) -> Result
         splice: true,
         // The progress bar is on stderr.
         connection_lines: false,
-        debug_log_delay: Duration::ZERO,
     })
 }
 

@@ -165,11 +165,6 @@ pub struct Args {
     )]
     pub listen_port: Option<Listen>,
 
-    /// Slows the logging thread down by this many microseconds per chunk, so tests can
-    /// exercise the full-queue path. Not for users.
-    #[arg(long = "debug-log-delay-us", hide = true, default_value_t = 0)]
-    pub debug_log_delay_us: u64,
-
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -341,7 +336,6 @@ pub fn config(args: Args) -> Result<Config> {
         on_log_error: args.on_log_error,
         connection_lines: true,
         splice: !args.no_splice,
-        debug_log_delay: std::time::Duration::from_micros(args.debug_log_delay_us.min(1_000_000)),
     })
 }
 

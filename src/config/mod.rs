@@ -191,8 +191,6 @@ pub struct Config {
     /// The `#0001 open`/`closed` lines on stderr (the bench turns them off: its progress bar
     /// is there).
     pub connection_lines: bool,
-    /// A pause per chunk on the logging thread, so that tests fill the queue (hidden flag).
-    pub debug_log_delay: Duration,
 }
 
 /// The end of the "listening on" line: what is logged, and where, and the live view.

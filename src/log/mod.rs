@@ -80,8 +80,6 @@ pub struct LogConfig {
     pub queue_bound: usize,
     pub chunk: usize,
     pub max_open_files: usize,
-    /// Test hook: a pause per chunk, to make the queue fill up.
-    pub debug_delay: Duration,
     /// Stops the proxy at the first log failure (`--on-log-error exit`).
     pub stop_on_error: Option<StopHandle>,
     /// Print the `#0001 open`/`closed` lines on stderr.
@@ -557,9 +555,6 @@ impl Worker {
                 match event {
                     Event::Stop => stop = true,
                     Event::Data { id, dir, at, bytes } => {
-                        if !self.cfg.debug_delay.is_zero() {
-                            std::thread::sleep(self.cfg.debug_delay);
-                        }
                         self.data(id, dir, at, &bytes);
                         spent.push(bytes);
                     }

@@ -137,9 +137,11 @@ fn ipv6_end_to_end() {
 }
 
 /// A target given by a name that resolves to IPv6 only (a hosts file of the test's own, in a
-/// mount namespace of the child alone).
+/// mount namespace of the child alone; not root, in a user namespace of its own too).
 #[test]
 fn target_name_resolving_to_ipv6() {
+    need("unshare");
+    need("mount");
     let target = TcpListener::bind("[::1]:0").unwrap();
     let port = target.local_addr().unwrap().port();
     let server = tagged_server(target, "named:", 1);
@@ -150,7 +152,12 @@ fn target_name_resolving_to_ipv6() {
         hosts.path().display(),
         bin()
     );
-    let mut cmd = Command::new("unshare");
+    let mut cmd = tool("unshare");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // Not root: a user namespace of the child's own lets it mount in its mount namespace.
+        cmd.arg("--map-root-user");
+    }
     cmd.args(["--mount", "sh", "-c", &script]);
     let mut spy = Spy::spawn(cmd);
     let first = spy.seen[0].clone();

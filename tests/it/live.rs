@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener};
-use std::process::{ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::Instant;
@@ -270,7 +270,7 @@ fn on_a_terminal(no_color: Option<&str>) -> String {
         "echo pid=$$; exec '{}' -l 127.0.0.1:0 -t {taddr} --log none -x",
         bin()
     );
-    let mut script = Command::new("script");
+    let mut script = tool("script");
     script
         .args(["-qefc", &cmd, "/dev/null"])
         .stdin(Stdio::piped())
@@ -356,6 +356,7 @@ impl Screen {
 /// On a terminal each direction has its colour, set and reset on every line.
 #[test]
 fn colours_on_a_terminal() {
+    need("script");
     let text = on_a_terminal(None);
     for want in [
         "\x1b[1;31m#0001 client 127.0.0.1:",
@@ -372,6 +373,7 @@ fn colours_on_a_terminal() {
 /// NO_COLOR set (to anything): no colour, even on a terminal.
 #[test]
 fn no_color_turns_colours_off() {
+    need("script");
     let text = on_a_terminal(Some("1"));
     assert!(text.contains("#0001 client 127.0.0.1:"), "{text:?}");
     assert!(

@@ -17,4 +17,5 @@ mod relay;
 mod sim;
 mod startup;
 mod story;
+mod tools;
 mod util;

@@ -287,7 +287,6 @@ fn arg() -> impl Strategy<Value = OsString> {
         "-listen_port",
         "-local_port",
         "--local_port",
-        "--debug-log-delay-us",
         "--help",
         "-h",
         "--version",

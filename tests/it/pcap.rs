@@ -1,13 +1,13 @@
 //! The capture (`--log pcap`, `--pcap`), read back by tshark as a user would: it opens without
 //! a word on stderr, its checksums are good, `follow` gives back every byte of every direction,
 //! and real protocols (HTTP from curl, Redis from a real redis-server) are dissected as such.
-//! tshark, curl and redis-server come from apt (`.ci/run` installs them).
+//! tshark, curl and redis-server come from apt: `./test` installs them, or skips these tests.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -61,13 +61,13 @@ fn clean(err: &str) -> String {
 
 /// Runs `tshark ARGS`, which must exit 0 with nothing on stderr; returns its stdout.
 fn tshark(args: &[&str]) -> String {
-    let child = Command::new("tshark")
+    let child = tool("tshark")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("tshark runs (apt-get install tshark; .ci/run does)");
+        .expect("tshark runs");
     let (code, out, err) = finish(child, "tshark");
     assert_eq!(code, 0, "tshark {args:?} failed: {err}");
     assert_eq!(clean(&err), "", "tshark {args:?} wrote to stderr");
@@ -217,6 +217,7 @@ fn step(w: &mut Want, dir: usize, from: &TcpStream, to: &mut TcpStream, seed: u6
 /// each direction of each connection byte for byte.
 #[test]
 fn follow_gives_back_every_byte() {
+    need("tshark");
     let (dir, target, taddr, mut spy) = logging_spy(&["--log", "pcap", "--buffer-size", "256K"]);
     spy.wait_count(1, |l| l.contains("capture in "));
     let line = spy.seen.iter().find(|l| l.contains("capture in ")).unwrap();
@@ -382,7 +383,7 @@ fn http_server(n: usize) -> (SocketAddr, thread::JoinHandle<Vec<String>>) {
 }
 
 fn curl(url: &str) -> String {
-    let child = Command::new("curl")
+    let child = tool("curl")
         .args(["-s", "-S", "--max-time", "20", url])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -398,6 +399,8 @@ fn curl(url: &str) -> String {
 /// format (the hex dump) is written alongside.
 #[test]
 fn curl_session_is_dissected_as_http() {
+    need("curl");
+    need("tshark");
     let dir = tempfile::tempdir().unwrap();
     let (taddr, server) = http_server(2);
     let mut spy = Spy::start(&[
@@ -466,30 +469,32 @@ fn curl_session_is_dissected_as_http() {
     assert_eq!(dumps, 2);
 }
 
-/// A free loopback port (bound then released: redis-server must bind it itself).
-fn free_port() -> u16 {
-    listener().local_addr().unwrap().port()
-}
-
 /// A real redis-server on loopback, killed on drop.
 struct Redis {
     child: Child,
-    port: u16,
+    /// Where it listens: a port held for it, which it binds itself (redis-server cannot bind
+    /// port 0 and say which port it got; its `--port 0` means no TCP at all).
+    port: HeldPort,
 }
 
 impl Redis {
     fn start() -> Redis {
-        let port = free_port();
+        let port = held_port();
         let dir = std::env::temp_dir();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        let mut child = tool("redis-server")
+            .args([
+                "--port",
+                &port.addr.port().to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server runs (apt-get install redis-server; .ci/run does)");
+            .expect("redis-server runs");
         let out = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -540,9 +545,11 @@ fn redis_cmd(s: &mut TcpStream, args: &[&str], reply: &[u8]) {
 /// A Redis session through tcpspy with a real redis-server: tshark dissects it as RESP.
 #[test]
 fn redis_session_is_dissected_as_resp() {
+    need("redis-server");
+    need("tshark");
     let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
-    let target = format!("127.0.0.1:{}", redis.port);
+    let target = redis.port.addr.to_string();
     let mut spy = Spy::start(&[
         "-t",
         &target,
@@ -595,6 +602,7 @@ fn redis_session_is_dissected_as_resp() {
 /// connection is still open, and exits cleanly when tcpspy stops.
 #[test]
 fn live_capture_through_a_pipe() {
+    need("tshark");
     let target = listener();
     let taddr = target.local_addr().unwrap();
     let mut spy = Spy::start_piped(&["-t", &taddr.to_string(), "--log", "pcap", "--pcap", "-"]);
@@ -606,7 +614,7 @@ fn live_capture_through_a_pipe() {
         spy.seen
     );
     let pipe = spy.child.stdout.take().unwrap();
-    let mut tshark = Command::new("tshark")
+    let mut tshark = tool("tshark")
         .args([
             "-l",
             "-r",
@@ -700,6 +708,8 @@ fn closed_pipe_is_reported_once_and_relaying_goes_on() {
 /// `--pcap PATH` writes there, alongside the other logs; an existing file is not overwritten.
 #[test]
 fn pcap_path_is_used_and_never_overwritten() {
+    need("curl");
+    need("tshark");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mine.pcapng");
     std::fs::write(&path, b"keep me").unwrap();
@@ -735,8 +745,10 @@ fn pcap_path_is_used_and_never_overwritten() {
 /// target port, with the reason as the packet's comment.
 #[test]
 fn refused_connect_is_a_syn_answered_by_a_reset() {
+    need("tshark");
     let dir = tempfile::tempdir().unwrap();
-    let taddr = listener().local_addr().unwrap(); // bound, then closed: nobody listens there
+    let held = held_port(); // nobody listens there, and nobody else gets the port
+    let taddr = held.addr;
     let mut spy = Spy::start(&[
         "-t",
         &taddr.to_string(),
@@ -795,6 +807,7 @@ fn refused_connect_is_a_syn_answered_by_a_reset() {
 /// IPv4 address mapped): tshark follows both byte for byte with good checksums.
 #[test]
 fn ipv6_and_mixed_families() {
+    need("tshark");
     let dir = tempfile::tempdir().unwrap();
     for (n, target) in [("[::1]:0", 1u64), ("127.0.0.1:0", 2)]
         .iter()

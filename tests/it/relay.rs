@@ -1,8 +1,11 @@
 //! The relay through the real binary: data both ways, half-closes, failures, many connections,
 //! and the logs that record them.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::mpsc;
 use std::thread;
 
 use crate::util::*;
@@ -84,7 +87,8 @@ fn half_close_by_server() {
 #[test]
 fn target_down() {
     let dir = tempfile::tempdir().unwrap();
-    let taddr = listener().local_addr().unwrap(); // bound, then closed: nobody listens there
+    let held = held_port(); // nobody listens there, and nobody else gets the port
+    let taddr = held.addr;
     let mut spy = Spy::start(&["-t", &taddr.to_string(), "-d", dir.path().to_str().unwrap()]);
     for n in 1..=2 {
         // The reset can come so fast that connect() itself reports it.
@@ -222,21 +226,66 @@ fn two_hundred_concurrent_connections() {
     assert!(logged == sent, "the logs hold every connection's bytes");
 }
 
-/// With a tiny log queue and a slowed logger, reading pauses instead of queueing: nothing is
-/// missing from the logs and memory stays small.
+/// With a tiny log queue and a logger that cannot keep up, reading pauses instead of queueing:
+/// nothing is missing from the logs and memory stays small.
+///
+/// The logger is held up for real: the live view (`-x`) goes to a pipe that the test leaves
+/// unread until tcpspy has stopped reading for the log. That is seen from outside: the logging
+/// thread sleeps in a write to the full pipe, the reactor sleeps too while the server's bytes
+/// wait for it (the server's socket finds tcpspy's window closed), and the client, reading all
+/// along, has been given all that tcpspy sent it (so tcpspy is not waiting for the client).
 #[test]
 fn tiny_log_queue_loses_nothing_and_bounds_memory() {
-    let (dir, target, taddr, mut spy) =
-        logging_spy(&["--log-queue", "64K", "--debug-log-delay-us", "500"]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = listener();
+    let taddr = target.local_addr().unwrap();
+    let mut spy = Spy::start_piped(&[
+        "-t",
+        &taddr.to_string(),
+        "-d",
+        dir.path().to_str().unwrap(),
+        "--log-queue",
+        "64K",
+        "-x",
+    ]);
+    let view = spy.child.stdout.take().unwrap();
     let down = data(7, 32 << 20);
     let down2 = down.clone();
+    let (sock_tx, sock_rx) = mpsc::channel();
     let server = thread::spawn(move || {
         let s = accept(&target);
+        sock_tx.send(s.try_clone().unwrap()).unwrap();
         send_then_shutdown(s, down2).join().unwrap().unwrap();
     });
     let mut c = connect(spy.addr);
     c.shutdown(Shutdown::Write).unwrap();
-    let got = read_to_end(&mut c).unwrap();
+    let (client, to_client) = (c.local_addr().unwrap(), spy.addr);
+    let s = sock_rx.recv_timeout(WAIT).unwrap();
+    let (server_end, from_server) = (s.local_addr().unwrap(), s.peer_addr().unwrap());
+    drop(s);
+    let reader = thread::spawn(move || read_to_end(&mut c).unwrap());
+    // Sampled in this order, so that a relay merely slower than the server cannot pass for
+    // one that stopped: the server's bytes wait for tcpspy before and after every thread of
+    // tcpspy is seen asleep, the logging thread in a write to the full pipe.
+    let pid = spy.pid();
+    wait_until("tcpspy stopped reading for the log", || {
+        peer_window_closed(server_end, from_server)
+            && tcp_row(to_client, client).is_some_and(|r| r.tx_queue == 0)
+            && {
+                let t = threads(pid);
+                t.iter().all(|(_, state, _)| *state == 'S')
+                    && t.iter().any(|(name, _, wchan)| {
+                        name == "tcpspy-log" && wchan.ends_with("pipe_write")
+                    })
+            }
+            && peer_window_closed(server_end, from_server)
+    });
+    // Now the view is read, and everything flows.
+    let shown = thread::spawn(move || {
+        let mut view = view;
+        std::io::copy(&mut view, &mut std::io::sink()).unwrap()
+    });
+    let got = reader.join().unwrap();
     server.join().unwrap();
     assert_eq!(sha(&got), sha(&down));
     spy.wait_closed(1);
@@ -262,29 +311,114 @@ fn tiny_log_queue_loses_nothing_and_bounds_memory() {
     eprintln!("peak RSS {peak_kib} KiB, {stalls} stalls");
     assert!(peak_kib < 16 * 1024, "peak RSS {peak_kib} KiB");
     assert_logs(dir.path(), 1, taddr, b"", &down);
+    // A hex dump line shows 16 bytes.
+    let shown = shown.join().unwrap();
+    assert!(shown > 4 * down.len() as u64, "{shown} bytes of view");
 }
 
-/// Nothing logged: the bytes are spliced from socket to socket (or copied, --no-splice); both
-/// ways at once, with a half-close, every byte arrives.
+/// The pipes in `pid`'s descriptor table, by name (`pipe:[123]`), with the bytes each holds.
+/// The count comes through /proc/PID/fd/N opened as one more reader of the same pipe: FIONREAD
+/// tells what it holds and nothing is taken from it.
+fn pipes(pid: i32) -> HashMap<String, usize> {
+    let mut found = HashMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return found;
+    };
+    for e in dir.flatten() {
+        let Ok(link) = std::fs::read_link(e.path()) else {
+            continue; // closed meanwhile
+        };
+        let name = link.to_string_lossy().into_owned();
+        if !name.starts_with("pipe:[") || found.contains_key(&name) {
+            continue;
+        }
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(e.path());
+        if let Ok(reader) = reader {
+            found.insert(name, unread_bytes(&reader));
+        }
+    }
+    found
+}
+
+/// Nothing logged: bulk bytes are spliced from socket to socket through a pipe, or with
+/// --no-splice copied through a buffer; both ways at once, with a half-close, every byte
+/// arrives. Seen from outside: while the client does not read, the bytes tcpspy cannot pass on
+/// sit in a pipe of its descriptor table; with --no-splice, at a moment when tcpspy holds bytes
+/// it cannot pass on, and all along the download, it has no pipe at all.
+///
+/// What else tcpspy holds is no pipe (on this machine: the poll is an epoll, mio's waker an
+/// eventfd, the signal pipe of signal-hook-mio a socket pair); stderr is a pipe to the test,
+/// and a descriptor inherited from whoever ran the tests may be one: pipes present before the
+/// first connection do not count.
 #[test]
 fn unlogged_relay_with_and_without_splice() {
-    for extra in [&[][..], &["--no-splice"][..]] {
+    for splice in [true, false] {
         let target = listener();
         let taddr = target.local_addr().unwrap();
-        let mut args = vec![
-            "-t".to_string(),
-            taddr.to_string(),
-            "--log".into(),
-            "none".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let t = taddr.to_string();
+        let mut args = vec!["-t", &t, "--log", "none"];
+        if !splice {
+            args.push("--no-splice");
+        }
         let mut spy = Spy::start(&args);
+        let before = pipes(spy.pid());
+        let new_pipes = |pid| {
+            let mut now = pipes(pid);
+            now.retain(|name, _| !before.contains_key(name));
+            now
+        };
         let up = data(31, 24 << 20);
         let down = data(32, 40 << 20);
-        let (got_up, got_down) = both_ways(spy.addr, target, &up, &down);
-        assert_eq!(sha(&got_up), sha(&up), "{extra:?}");
-        assert_eq!(sha(&got_down), sha(&down), "{extra:?}");
+
+        let (sock_tx, sock_rx) = mpsc::channel();
+        let down2 = down.clone();
+        let server = thread::spawn(move || {
+            let mut s = accept(&target);
+            sock_tx.send(s.try_clone().unwrap()).unwrap();
+            let writer = send_then_shutdown(s.try_clone().unwrap(), down2);
+            let got = read_to_end(&mut s).unwrap();
+            writer.join().unwrap().unwrap();
+            got
+        });
+        let mut c = connect(spy.addr);
+        let s = sock_rx.recv_timeout(WAIT).unwrap();
+        let uploader = send_then_shutdown(c.try_clone().unwrap(), up.clone());
+        // The client does not read yet: the download fills the buffers up to tcpspy, and
+        // tcpspy holds what it read last until the client drains.
+        if splice {
+            wait_until("a pipe of tcpspy's holding bytes of the download", || {
+                new_pipes(spy.pid()).values().any(|&n| n > 0)
+            });
+        } else {
+            wait_until("tcpspy blocked with bytes for the client", || {
+                blocked_at_tcpspy(&s, &c)
+            });
+        }
+        // Then the download, read in pieces; without splice, no pipe shows up at any of them.
+        let mut got_down = Vec::with_capacity(down.len());
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            if !splice {
+                let p = new_pipes(spy.pid());
+                assert!(
+                    p.is_empty(),
+                    "--no-splice, and pipes after {} bytes: {p:?}",
+                    got_down.len()
+                );
+            }
+            let n = c.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got_down.extend_from_slice(&buf[..n]);
+        }
+        uploader.join().unwrap().unwrap();
+        let got_up = server.join().unwrap();
+        assert_eq!(sha(&got_up), sha(&up), "splice {splice}");
+        assert_eq!(sha(&got_down), sha(&down), "splice {splice}");
         let line = spy.wait_closed(1);
         assert!(
             line.contains(&format!(

@@ -126,14 +126,15 @@ fn gotcpspy_flags_work() {
 /// escape sequences included.
 #[test]
 fn capture_to_a_terminal_is_refused() {
+    need("script");
     use std::io::Read;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     // script(1) (bsdutils, always on Debian) runs the command with a terminal as stdout.
     let cmd = format!(
         "{} -l 127.0.0.1:0 -t 127.0.0.1:1 --log pcap --pcap -",
         bin()
     );
-    let mut child = Command::new("script")
+    let mut child = tool("script")
         .args(["-qec", &cmd, "/dev/null"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

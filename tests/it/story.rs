@@ -5,23 +5,35 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::util::*;
 
+/// How long the server keeps not reading once the test has seen the upload blocked at tcpspy:
+/// the pause under test. A pause gets its line from 100 ms on (HOLD_REPORT); the rest leaves
+/// tcpspy time to reach its hold, had it been descheduled when the test looked.
+const PAUSE: Duration = Duration::from_millis(300);
+
 /// Connect time, first byte each way, a long pause with its cause, how each side closed, and
 /// the kernel's TCP figures for both sockets.
+///
+/// The pause: the server reads nothing until the test has seen the upload blocked at tcpspy (it
+/// has stopped reading the client, and its socket to the server has bytes the server has no
+/// room for), and then for [`PAUSE`] more, measured. That wait is the thing under test, not a
+/// guess that something happened meanwhile: the hex dump must tell a pause that lasted at
+/// least until the server began to read, which a missing or a short pause cannot fake.
 #[test]
 fn hex_dump_tells_the_story() {
-    let (dir, target, taddr, mut spy) = logging_spy(&[]);
+    // A log queue that holds the whole upload: reading pauses for the server alone.
+    let (dir, target, taddr, mut spy) = logging_spy(&["--log-queue", "64M"]);
     let upload = data(21, 16 << 20);
+    let (sock_tx, sock_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let server = thread::spawn(move || {
         let mut s = accept(&target);
         s.write_all(b"220 ready\r\n").unwrap();
-        // The pause under test: the server stops reading while the client uploads.
+        sock_tx.send(s.try_clone().unwrap()).unwrap();
         go_rx.recv_timeout(WAIT).unwrap();
-        thread::sleep(Duration::from_millis(300));
         let got = read_to_end(&mut s).unwrap();
         s.write_all(b"bye").unwrap();
         got.len()
@@ -29,9 +41,17 @@ fn hex_dump_tells_the_story() {
     let mut c = connect(spy.addr);
     let mut banner = [0u8; 11];
     c.read_exact(&mut banner).unwrap();
+    let s = sock_rx.recv_timeout(WAIT).unwrap();
+    let uploader = send_then_shutdown(c.try_clone().unwrap(), upload.clone());
+    wait_until("the upload blocked at tcpspy", || blocked_at_tcpspy(&c, &s));
+    drop(s); // the server's own handle closes it when done
+    let blocked = Instant::now();
+    while blocked.elapsed() < PAUSE {
+        thread::sleep(PAUSE - blocked.elapsed());
+    }
+    let draining = SystemTime::now();
     go_tx.send(()).unwrap();
-    c.write_all(&upload).unwrap();
-    c.shutdown(Shutdown::Write).unwrap();
+    uploader.join().unwrap().unwrap();
     assert_eq!(read_to_end(&mut c).unwrap(), b"bye");
     assert_eq!(server.join().unwrap(), upload.len());
     spy.wait_closed(1);
@@ -49,24 +69,35 @@ fn hex_dump_tells_the_story() {
         has(&format!("First byte from {caddr} (client) 0.")),
         "{lines:#?}"
     );
-    let pause = lines
+    // The pause lines of the upload: `Reads from C (client) paused for 0.312345s from STAMP:
+    // S (server) not draining`. The one that ended last must have lasted until the server
+    // began to read.
+    let prefix = format!("Reads from {caddr} (client) paused for ");
+    let cause = format!(": {taddr} (server) not draining");
+    let pauses: Vec<(f64, SystemTime)> = lines
         .iter()
-        .find(|l| l.starts_with(&format!("Reads from {caddr} (client) paused for ")))
+        .filter_map(|l| {
+            l.strip_prefix(prefix.as_str())?
+                .strip_suffix(cause.as_str())
+        })
+        .map(|rest| {
+            let (secs, stamp) = rest.split_once("s from ").expect("a duration and a stamp");
+            (secs.parse().expect("seconds"), local_stamp(stamp))
+        })
+        .collect();
+    let (secs, from) = pauses
+        .iter()
+        .copied()
+        .max_by_key(|(secs, from)| *from + Duration::from_secs_f64(*secs))
         .unwrap_or_else(|| panic!("no pause line in {lines:#?}"));
+    assert!(secs >= 0.1, "a pause line for a pause of {secs}s");
+    // The stamp and the duration are rounded down to microseconds; 1 ms more covers that and
+    // the drift between the clock tcpspy stamps with and the one it measures with.
+    let ended = from + Duration::from_secs_f64(secs) + Duration::from_millis(1);
     assert!(
-        pause.ends_with(&format!(": {taddr} (server) not draining")),
-        "{pause}"
+        ended >= draining,
+        "the pause ({secs}s from {from:?}) ended before the server read ({draining:?})"
     );
-    let secs: f64 = pause
-        .split("paused for ")
-        .nth(1)
-        .unwrap()
-        .split('s')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(secs >= 0.1, "{pause}");
     assert!(
         has(&format!("Reads from {caddr} (client) paused ")),
         "total line"
@@ -85,6 +116,18 @@ fn hex_dump_tells_the_story() {
         .unwrap();
     assert!(client_fin < server_fin);
     assert!(lines.last().unwrap().starts_with("Finished at "));
+}
+
+/// A hex dump's stamp (`2026.11.29-12.27.54.030734`, local time) as a time.
+fn local_stamp(stamp: &str) -> SystemTime {
+    use chrono::TimeZone;
+    let t = chrono::NaiveDateTime::parse_from_str(stamp, "%Y.%m.%d-%H.%M.%S%.f")
+        .unwrap_or_else(|e| panic!("{stamp:?}: {e}"));
+    chrono::Local
+        .from_local_datetime(&t)
+        .earliest()
+        .unwrap_or_else(|| panic!("{stamp:?} is no local time"))
+        .into()
 }
 
 /// connections.jsonl: one JSON line per connection as it ends, searchable with jq.

@@ -1,5 +1,7 @@
-//! Helpers for the integration tests: run the real binary, wait for what it prints (never
-//! sleep), make test data, find and read the log files. Every wait has a deadline.
+//! Helpers for the integration tests: run the real binary, wait for what it prints or for a
+//! state the kernel shows of it (its sockets, threads and pipes; never a sleep in the hope that
+//! something happened), make test data, find and read the log files, hold ports, declare the
+//! programs a test runs. Every wait has a deadline.
 
 #![allow(dead_code)]
 
@@ -19,6 +21,46 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tcpspy")
+}
+
+thread_local! {
+    /// The programs the running test declared with [`need`] (libtest runs each test on a
+    /// thread of its own).
+    static NEEDED: std::cell::RefCell<Vec<&'static str>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// True when `program` is an executable file in a directory of PATH, as `command -v` finds it.
+pub fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Declares that the running test runs `program`. Called at the top of the test's own body,
+/// where `./test` reads it: `./test` installs the program's package (as root, with apt) or
+/// skips the test by name. Run any other way, a test whose program is missing fails here,
+/// saying so, rather than passing without it.
+pub fn need(program: &'static str) {
+    if !on_path(program) {
+        panic!("needs {program}; run ./test, which installs or skips it");
+    }
+    NEEDED.with(|n| n.borrow_mut().push(program));
+}
+
+/// A command running `program`, which the running test must have declared with [`need`]: a
+/// test that runs a program without declaring it fails, on every machine, before it can pass
+/// on one that has the program and fail on one that has not.
+pub fn tool(program: &'static str) -> Command {
+    assert!(
+        NEEDED.with(|n| n.borrow().contains(&program)),
+        "this test runs {program} without need(\"{program}\") at the top of its body: \
+         ./test could neither install it nor skip the test"
+    );
+    Command::new(program)
 }
 
 /// A running tcpspy whose stderr is read line by line.
@@ -290,6 +332,31 @@ pub fn wide_listener() -> TcpListener {
     s.into()
 }
 
+/// A loopback port held by a socket bound to it (with SO_REUSEADDR) that does not listen.
+/// For a server that must be told its port (redis-server cannot bind port 0 and say which port
+/// it got), and for a target that refuses: while it is held no bind to port 0 and no outgoing
+/// connection gets the port (the kernel skips ports bound so), a server that binds it itself
+/// with SO_REUSEADDR (as redis-server does) can listen on it, and until one does, connecting to
+/// it is refused.
+pub struct HeldPort {
+    _sock: socket2::Socket,
+    pub addr: SocketAddr,
+}
+
+pub fn held_port() -> HeldPort {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    sock.set_reuse_address(true).expect("SO_REUSEADDR");
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    sock.bind(&any.into()).expect("bind 127.0.0.1:0");
+    let addr = sock
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("the bound address");
+    HeldPort { _sock: sock, addr }
+}
+
 /// Connects with timeouts on every read and write, so a broken relay fails the test instead
 /// of hanging it.
 pub fn connect(addr: SocketAddr) -> TcpStream {
@@ -466,4 +533,182 @@ pub fn assert_logs(dir: &Path, n: u64, target: SocketAddr, up: &[u8], down: &[u8
         "first line of {}",
         hex.display()
     );
+}
+
+/// Waits until `cond` holds, checking it every millisecond (a polling interval: the condition
+/// decides, not the time); panics naming `what` after [`WAIT`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// One TCP socket as the kernel lists it in /proc/net/tcp (or tcp6), which shows every socket
+/// of this network namespace, tcpspy's included.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpRow {
+    /// Bytes written and not yet acknowledged by the peer.
+    pub tx_queue: u64,
+    /// Bytes received and not yet read by the socket's owner.
+    pub rx_queue: u64,
+    /// The pending timer: 1 retransmit, 2 keepalive, 4 zero window probe.
+    pub timer: u8,
+}
+
+/// An address as /proc/net/tcp writes it: the address's bytes in memory order, printed as
+/// native-endian 32-bit words, then the port.
+fn proc_net_addr(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for i in (0..ip.len()).step_by(8) {
+        let word = u32::from_str_radix(ip.get(i..i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => {
+            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+            // A dual-stack socket lists an IPv4 peer as ::ffff:a.b.c.d.
+            match v6.to_ipv4_mapped() {
+                Some(v4) => v4.into(),
+                None => v6.into(),
+            }
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The kernel's row for the socket from `local` to `remote`, if it has one.
+pub fn tcp_row(local: SocketAddr, remote: SocketAddr) -> Option<TcpRow> {
+    let unmap = |a: SocketAddr| match a.ip() {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), a.port()),
+            None => a,
+        },
+        _ => a,
+    };
+    let (local, remote) = (unmap(local), unmap(remote));
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            // sl local rem st tx_queue:rx_queue tr:when ...
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6
+                || proc_net_addr(f[1]) != Some(local)
+                || proc_net_addr(f[2]) != Some(remote)
+            {
+                continue;
+            }
+            let (tx, rx) = f[4].split_once(':')?;
+            let (tr, _) = f[5].split_once(':')?;
+            return Some(TcpRow {
+                tx_queue: u64::from_str_radix(tx, 16).ok()?,
+                rx_queue: u64::from_str_radix(rx, 16).ok()?,
+                timer: u8::from_str_radix(tr, 16).ok()?,
+            });
+        }
+    }
+    None
+}
+
+/// True when the socket from `local` to `remote` holds bytes that its peer has no room for:
+/// the kernel is probing a zero window. The peer's owner has stopped reading: its receive
+/// buffer is full, and the sender can only wait.
+pub fn peer_window_closed(local: SocketAddr, remote: SocketAddr) -> bool {
+    tcp_row(local, remote).is_some_and(|r| r.timer == 4)
+}
+
+/// True when a stream through tcpspy is blocked at tcpspy, both ways: tcpspy has stopped
+/// reading `into` (our socket sending to tcpspy finds tcpspy's window closed), and tcpspy's
+/// socket to `out` (our socket receiving from tcpspy) finds `out`'s window closed. Then
+/// tcpspy holds bytes it has read and cannot pass on, and waits for `out` to drain.
+pub fn blocked_at_tcpspy(into: &TcpStream, out: &TcpStream) -> bool {
+    let (Ok(a), Ok(b), Ok(c), Ok(d)) = (
+        into.local_addr(),
+        into.peer_addr(),
+        out.peer_addr(),
+        out.local_addr(),
+    ) else {
+        return false;
+    };
+    peer_window_closed(a, b) && peer_window_closed(c, d)
+}
+
+/// The threads of process `pid`, as /proc/PID/task shows them: name, state (`R` running, `S`
+/// asleep, ...) and, asleep, the kernel function it sleeps in (wchan: `pipe_write` for a
+/// write to a full pipe, `do_epoll_wait` for a poll).
+pub fn threads(pid: i32) -> Vec<(String, char, String)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let p = t.path();
+            let stat = std::fs::read_to_string(p.join("stat")).ok()?;
+            let state = stat[stat.rfind(')')? + 2..].chars().next()?;
+            let name = std::fs::read_to_string(p.join("comm")).ok()?;
+            let wchan = std::fs::read_to_string(p.join("wchan")).unwrap_or_default();
+            Some((name.trim_end().to_string(), state, wchan))
+        })
+        .collect()
+}
+
+/// True when signal `sig` is pending for process `pid`: sent and not yet taken by any of its
+/// threads (ShdPnd and each thread's SigPnd in /proc). Signals of one kind do not queue: a
+/// second one sent while the first is pending is lost.
+pub fn signal_pending(pid: i32, sig: i32) -> bool {
+    let bit = 1u64 << (sig - 1);
+    let pending = |path: std::path::PathBuf, field: &str| {
+        std::fs::read_to_string(path).is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                .is_some_and(|m| m & bit != 0)
+        })
+    };
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    pending(proc.join("status"), "ShdPnd:")
+        || std::fs::read_dir(proc.join("task")).is_ok_and(|tasks| {
+            tasks
+                .flatten()
+                .any(|t| pending(t.path().join("status"), "SigPnd:"))
+        })
+}
+
+/// Bytes waiting to be read on our own descriptor `fd` (a socket or a pipe): FIONREAD.
+pub fn unread_bytes(fd: &impl std::os::fd::AsRawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    assert_eq!(r, 0, "FIONREAD: {}", io::Error::last_os_error());
+    n as usize
+}
+
+/// True when the pipe whose read end is `fd` is full: a writer blocks. Asked of a writer of
+/// our own, opened through /proc and polled, never written to (the bytes a full pipe holds vary
+/// with how the writes fell into its pages).
+pub fn pipe_full(fd: &impl std::os::fd::AsRawFd) -> bool {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let writer = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .expect("a writer of the pipe");
+    let mut p = libc::pollfd {
+        fd: writer.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll on one descriptor we own, without waiting.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    assert!(n >= 0, "poll: {}", io::Error::last_os_error());
+    n == 0
 }
