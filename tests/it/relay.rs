@@ -266,7 +266,7 @@ fn tiny_log_queue_loses_nothing_and_bounds_memory() {
     let reader = thread::spawn(move || read_to_end(&mut c).unwrap());
     // Sampled in this order, so that a relay merely slower than the server cannot pass for
     // one that stopped: the server's bytes wait for tcpspy before and after every thread of
-    // tcpspy is seen asleep, the logging thread in a write to the full pipe.
+    // tcpspy is seen asleep, the logging thread waiting on the full pipe.
     let pid = spy.pid();
     wait_until("tcpspy stopped reading for the log", || {
         peer_window_closed(server_end, from_server)
@@ -275,7 +275,9 @@ fn tiny_log_queue_loses_nothing_and_bounds_memory() {
                 let t = threads(pid);
                 t.iter().all(|(_, state, _)| *state == 'S')
                     && t.iter().any(|(name, _, wchan)| {
-                        name == "tcpspy-log" && wchan.ends_with("pipe_write")
+                        // Blocked on the pipe: in write(2), or polling for room to write.
+                        name == "tcpspy-log"
+                            && (wchan.ends_with("pipe_write") || wchan.starts_with("poll_schedule"))
                     })
             }
             && peer_window_closed(server_end, from_server)

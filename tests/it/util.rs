@@ -642,7 +642,7 @@ pub fn blocked_at_tcpspy(into: &TcpStream, out: &TcpStream) -> bool {
 
 /// The threads of process `pid`, as /proc/PID/task shows them: name, state (`R` running, `S`
 /// asleep, ...) and, asleep, the kernel function it sleeps in (wchan: `pipe_write` for a
-/// write to a full pipe, `do_epoll_wait` for a poll).
+/// write to a full pipe, `poll_schedule_timeout` for poll(2), `do_epoll_wait` for epoll).
 pub fn threads(pid: i32) -> Vec<(String, char, String)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
