@@ -20,6 +20,7 @@ pub mod summary;
 pub mod table;
 pub mod tap;
 pub mod timers;
+pub mod transport;
 
 use std::io;
 use std::net::SocketAddr;
@@ -39,6 +40,7 @@ use crate::sys;
 use crate::types::{End, Side};
 use listen::{Accepted, Listeners, Waiting};
 use table::{Ready, Table, TableSettings};
+use transport::Transport;
 
 pub use summary::{Summary, Totals};
 
@@ -89,7 +91,7 @@ pub struct Reactor {
     poll: Poll,
     settings: Settings,
     listeners: Listeners,
-    table: Table<TcpStream>,
+    table: Table<Transport>,
     log: Arc<Sender>,
     next_id: ConnId,
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -335,17 +337,21 @@ impl Reactor {
             w.rule,
             w.addr,
             target,
-            Conn::new(w.client, server),
+            Conn::new(Transport::Tcp(w.client), Transport::Tcp(server)),
             now,
         );
         let both = Interest::READABLE | Interest::WRITABLE;
         let registry = self.poll.registry();
         let registered = match self.table.conn_mut(key) {
-            Some(conn) => registry
-                .register(&mut conn.client.sock, conn_token(key, Side::Client), both)
-                .and_then(|()| {
-                    registry.register(&mut conn.server.sock, conn_token(key, Side::Server), both)
-                }),
+            Some(conn) => [
+                (conn.client.sock.tcp_mut(), Side::Client),
+                (conn.server.sock.tcp_mut(), Side::Server),
+            ]
+            .into_iter()
+            .try_for_each(|(sock, side)| match sock {
+                Some(s) => registry.register(s, conn_token(key, side), both),
+                None => Ok(()),
+            }),
             None => Ok(()),
         };
         if let Err(e) = registered {
