@@ -246,12 +246,10 @@ impl<S: Socket> Table<S> {
             return;
         }
         let mut tap = LogTap {
-            tx: &self.log,
-            id: entry.id,
             data: self.settings.log_data,
             may_read: !self.stopping,
             story: Some(&mut entry.story),
-            now,
+            ..LogTap::new(&self.log, entry.id, now)
         };
         let mut budget = self.settings.read_budget;
         let status = entry.conn.drive(&mut self.pool, &mut tap, &mut budget);
@@ -294,14 +292,7 @@ impl<S: Socket> Table<S> {
         if entry.done {
             return;
         }
-        let mut tap = LogTap {
-            tx: &self.log,
-            id: entry.id,
-            data: false,
-            may_read: false,
-            story: None,
-            now,
-        };
+        let mut tap = LogTap::new(&self.log, entry.id, now);
         entry.conn.fail(side, how, &mut tap, &mut self.pool);
         self.finish(key, now);
     }

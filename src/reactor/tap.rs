@@ -51,6 +51,20 @@ pub struct LogTap<'a> {
     pub now: Instant,
 }
 
+impl<'a> LogTap<'a> {
+    /// A tap that reads nothing and copies no bytes (for ending a connection from outside).
+    pub fn new(tx: &'a Sender, id: ConnId, now: Instant) -> LogTap<'a> {
+        LogTap {
+            tx,
+            id,
+            data: false,
+            may_read: false,
+            story: None,
+            now,
+        }
+    }
+}
+
 impl Tap for LogTap<'_> {
     fn now(&self) -> Instant {
         self.now

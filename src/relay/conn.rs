@@ -226,8 +226,10 @@ impl<S: Stream> Conn<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::stage::Release;
     use std::collections::VecDeque;
     use std::io;
+    use std::time::Duration;
 
     /// An in-memory socket: `input` is what the peer has sent us, `output` what we wrote.
     #[derive(Default)]
@@ -491,50 +493,6 @@ mod tests {
         let mut budget = 1;
         assert_eq!(c.drive(&mut pool, &mut tap, &mut budget), Status::Closed);
     }
-}
-
-#[cfg(test)]
-mod stage_tests {
-    //! A stage sees every chunk after the record, and decides when its bytes go on.
-
-    use super::*;
-    use crate::relay::stage::Release;
-    use std::collections::VecDeque;
-    use std::io;
-    use std::time::Duration;
-
-    #[derive(Default)]
-    struct Mem {
-        input: VecDeque<u8>,
-        eof: bool,
-        output: Vec<u8>,
-        shut: bool,
-    }
-
-    impl Stream for Mem {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.input.is_empty() {
-                return if self.eof {
-                    Ok(0)
-                } else {
-                    Err(io::ErrorKind::WouldBlock.into())
-                };
-            }
-            let n = buf.len().min(self.input.len());
-            for (b, x) in buf.iter_mut().zip(self.input.drain(..n)) {
-                *b = x;
-            }
-            Ok(n)
-        }
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.output.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn shutdown_write(&mut self) -> io::Result<()> {
-            self.shut = true;
-            Ok(())
-        }
-    }
 
     struct Clock {
         now: Instant,
@@ -613,6 +571,7 @@ mod stage_tests {
         for p in [&mut c.client, &mut c.server] {
             p.readable = true;
             p.writable = true;
+            p.sock.room = usize::MAX;
         }
         c.add_stage(
             Dir::ClientToServer,

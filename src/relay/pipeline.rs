@@ -300,9 +300,8 @@ impl Pipeline {
                 Some(Flight::Pipe(pipe)) => dst.sock.splice_out(pipe, allowed),
                 None => return Ok(None),
             };
-            match written {
-                Ok(0) => return Err(Fault::new(dst.side, End::Reset)),
-                Ok(n) => {
+            match wrote(written, dst.side)? {
+                Wrote::Took(n) => {
                     let n = n.min(allowed);
                     self.pos += n;
                     self.written += n as u64;
@@ -310,13 +309,8 @@ impl Pipeline {
                         s.wrote(n, tap.now());
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    dst.writable = false;
-                    self.hold(tap, Hold::Peer);
-                    return Ok(Some(Pump::Waiting));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Fault::new(dst.side, End::from_error(&e))),
+                Wrote::Blocked => return Ok(Some(self.sink_blocked(dst, tap))),
+                Wrote::Again => {}
             }
         }
         self.release(pool);
@@ -408,16 +402,10 @@ impl Pipeline {
             Err(e) => return self.read_error(src, e),
         };
         let took = loop {
-            match dst.sock.write(&scratch[..n]) {
-                Ok(0) => return Err(Fault::new(dst.side, End::Reset)),
-                Ok(k) => break k.min(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    dst.writable = false;
-                    self.hold(tap, Hold::Peer);
-                    return Ok(Some(Pump::Waiting));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Fault::new(dst.side, End::from_error(&e))),
+            match wrote(dst.sock.write(&scratch[..n]), dst.side)? {
+                Wrote::Took(k) => break k.min(n),
+                Wrote::Blocked => return Ok(Some(self.sink_blocked(dst, tap))),
+                Wrote::Again => {}
             }
         };
         let consumed = loop {
@@ -434,6 +422,14 @@ impl Pipeline {
         self.read += consumed as u64;
         self.written += consumed as u64;
         Ok(None)
+    }
+
+    /// The sink said `WouldBlock`: it is not writable until its next event, and this
+    /// direction waits for it.
+    fn sink_blocked<S, T: Tap>(&mut self, dst: &mut Peer<S>, tap: &mut T) -> Pump {
+        dst.writable = false;
+        self.hold(tap, Hold::Peer);
+        Pump::Waiting
     }
 
     fn eof<S: Stream, T: Tap>(&mut self, src: &mut Peer<S>, tap: &mut T) {
@@ -454,6 +450,25 @@ impl Pipeline {
             io::ErrorKind::Interrupted => Ok(None),
             _ => Err(Fault::new(src.side, End::from_error(&e))),
         }
+    }
+}
+
+/// What a write to the sink came to.
+enum Wrote {
+    Took(usize),
+    Blocked,
+    /// Interrupted: try again.
+    Again,
+}
+
+/// Classifies a write's result; a write of nothing, or an error, is the sink breaking.
+fn wrote(result: io::Result<usize>, side: Side) -> Result<Wrote, Fault> {
+    match result {
+        Ok(0) => Err(Fault::new(side, End::Reset)),
+        Ok(n) => Ok(Wrote::Took(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Wrote::Blocked),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Wrote::Again),
+        Err(e) => Err(Fault::new(side, End::from_error(&e))),
     }
 }
 
