@@ -47,7 +47,9 @@ pub struct LogTap<'a> {
     pub data: bool,
     /// False while tcpspy stops: nothing more is read.
     pub may_read: bool,
-    pub story: Option<&'a mut Story>,
+    /// The connection's story, made on its first pause (most connections never pause long
+    /// enough to need one, and an idle connection should cost little).
+    pub story: Option<&'a mut Option<Box<Story>>>,
     pub now: Instant,
 }
 
@@ -98,13 +100,15 @@ impl Tap for LogTap<'_> {
     fn hold(&mut self, dir: Dir, why: Hold) {
         // A stop also refuses reads; that is not a pause worth telling.
         if let (Some(story), true) = (&mut self.story, self.may_read) {
+            let story = story.get_or_insert_with(Box::default);
             story.held[dir.index()] = Some((self.now, SystemTime::now(), why));
         }
     }
 
     fn release(&mut self, dir: Dir) {
         let (id, now) = (self.id, self.now);
-        if let Some(event) = self.story.as_mut().and_then(|s| s.release(id, dir, now)) {
+        let story = self.story.as_mut().and_then(|s| s.as_deref_mut());
+        if let Some(event) = story.and_then(|s| s.release(id, dir, now)) {
             self.tx.send(event);
         }
     }

@@ -18,6 +18,24 @@ use super::stream::Stream;
 use crate::pool::Pool;
 use crate::types::{Dir, End, Side};
 
+/// The order in which the two sides (last) ended: at most two entries, kept inline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Order([Option<Side>; 2]);
+
+impl Order {
+    /// Moves `side` to the end of the order (adding it if it is not there).
+    fn last(&mut self, side: Side) {
+        let mut kept = self.0.into_iter().flatten().filter(|s| *s != side);
+        self.0 = [kept.next(), None];
+        let free = if self.0[0].is_none() { 0 } else { 1 };
+        self.0[free] = Some(side);
+    }
+
+    fn sides(&self) -> impl Iterator<Item = Side> + '_ {
+        self.0.iter().flatten().copied()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Connecting,
@@ -48,7 +66,8 @@ pub struct Conn<S> {
     halves: [Pipeline; 2],
     phase: Phase,
     ends: [Option<End>; 2],
-    order: Vec<Side>,
+    /// The sides in the order of their last end (no allocation per connection).
+    order: Order,
     undelivered: [u64; 2],
 }
 
@@ -64,7 +83,7 @@ impl<S: Stream> Conn<S> {
             ],
             phase: Phase::Connecting,
             ends: [None, None],
-            order: Vec::with_capacity(2),
+            order: Order::default(),
             undelivered: [0, 0],
         }
     }
@@ -99,8 +118,8 @@ impl<S: Stream> Conn<S> {
     /// How each side ended, in the order it happened.
     pub fn ends(&self) -> Vec<(Side, End)> {
         self.order
-            .iter()
-            .filter_map(|s| self.ends[s.index()].clone().map(|e| (*s, e)))
+            .sides()
+            .filter_map(|s| self.ends[s.index()].clone().map(|e| (s, e)))
             .collect()
     }
 
@@ -176,7 +195,7 @@ impl<S: Stream> Conn<S> {
             let result = half.pump(src, dst, pool, tap, budget);
             if !had_eof && half.saw_eof() {
                 self.ends[dir.source().index()] = Some(End::Fin);
-                self.order.push(dir.source());
+                self.order.last(dir.source());
             }
             match result {
                 Ok(Pump::Waiting) => {}
@@ -209,8 +228,7 @@ impl<S: Stream> Conn<S> {
         if slot.is_none() || replaces_fin {
             tap.end(side, &how);
             *slot = Some(how);
-            self.order.retain(|s| *s != side);
-            self.order.push(side);
+            self.order.last(side);
         }
     }
 

@@ -106,8 +106,6 @@ pub struct Pipeline {
     /// Between record and sink; `None` for the usual direction with no fault (boxed, so an
     /// idle connection pays a pointer for them).
     stages: Option<Box<Stages>>,
-    /// The earliest time a stage waits for.
-    wake: Option<Instant>,
     /// Bytes read from the source (and recorded) so far.
     pub read: u64,
     /// Bytes written to the sink so far.
@@ -125,7 +123,6 @@ impl Pipeline {
             held: None,
             bulk: false,
             stages: None,
-            wake: None,
             read: 0,
             written: 0,
         }
@@ -133,14 +130,14 @@ impl Pipeline {
 
     /// Adds a stage after the record (and after the stages already there).
     pub fn add_stage(&mut self, stage: Box<dyn Stage>) {
-        self.stages.get_or_insert_with(Box::default).0.push(stage);
+        self.stages.get_or_insert_with(Box::default).list.push(stage);
     }
 
     /// The stages' names, in order.
     pub fn stage_names(&self) -> Vec<&'static str> {
         self.stages
             .iter()
-            .flat_map(|s| s.0.iter().map(|st| st.name()))
+            .flat_map(|s| s.list.iter().map(|st| st.name()))
             .collect()
     }
 
@@ -166,7 +163,14 @@ impl Pipeline {
 
     /// The earliest time a stage is waiting for, if any.
     pub fn wake_at(&self) -> Option<Instant> {
-        self.wake
+        self.stages.as_ref().and_then(|s| s.wake)
+    }
+
+    /// Notes the time a stage waits for (only stages make a direction wait for a time).
+    fn wait_until(&mut self, t: Instant) {
+        if let Some(s) = &mut self.stages {
+            s.wake = Some(t);
+        }
     }
 
     fn hold<T: Tap>(&mut self, tap: &mut T, why: Hold) {
@@ -217,7 +221,9 @@ impl Pipeline {
         budget: &mut u32,
     ) -> Result<Pump, Fault> {
         debug_assert_eq!(src.side, self.dir.source());
-        self.wake = None;
+        if let Some(s) = &mut self.stages {
+            s.wake = None;
+        }
         loop {
             if self.flight.is_some() {
                 if let Some(wait) = self.deliver(dst, pool, tap)? {
@@ -231,7 +237,7 @@ impl Pipeline {
                     match self.gate(0, tap.now(), true) {
                         Release::Now(_) => {}
                         Release::At(t) => {
-                            self.wake = Some(t);
+                            self.wait_until(t);
                             return Ok(Pump::Waiting);
                         }
                         Release::Cut(side, end) => return Err(Fault::new(side, end)),
@@ -283,7 +289,7 @@ impl Pipeline {
             let allowed = match self.gate(self.len - self.pos, tap.now(), false) {
                 Release::Now(n) => n.min(self.len - self.pos),
                 Release::At(t) => {
-                    self.wake = Some(t);
+                    self.wait_until(t);
                     return Ok(Some(Pump::Waiting));
                 }
                 Release::Cut(side, end) => return Err(Fault::new(side, end)),

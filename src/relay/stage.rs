@@ -75,11 +75,15 @@ pub trait Stage: Send {
 /// The stages of one direction, in order. Their answers combine: the smallest allowance, the
 /// latest wait, the first cut.
 #[derive(Default)]
-pub struct Stages(pub Vec<Box<dyn Stage>>);
+pub struct Stages {
+    pub list: Vec<Box<dyn Stage>>,
+    /// The earliest time a stage of the direction waits for, as the last pump left it.
+    pub wake: Option<Instant>,
+}
 
 impl Stages {
     pub fn chunk(&mut self, dir: Dir, bytes: &mut [u8], now: Instant, tap: &mut dyn Tap) {
-        for s in &mut self.0 {
+        for s in &mut self.list {
             s.chunk(dir, bytes, now, tap);
         }
     }
@@ -93,14 +97,14 @@ impl Stages {
     }
 
     pub fn wrote(&mut self, n: usize, now: Instant) {
-        for s in &mut self.0 {
+        for s in &mut self.list {
             s.wrote(n, now);
         }
     }
 
     fn combine(&mut self, mut ask: impl FnMut(&mut dyn Stage) -> Release, all: usize) -> Release {
         let mut out = Release::Now(all);
-        for s in &mut self.0 {
+        for s in &mut self.list {
             out = match (out, ask(s.as_mut())) {
                 (cut @ Release::Cut(..), _) | (_, cut @ Release::Cut(..)) => return cut,
                 (Release::At(a), Release::At(b)) => Release::At(a.max(b)),
