@@ -17,6 +17,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod faults;
 pub mod log;
 pub mod pool;
 pub mod reactor;

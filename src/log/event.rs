@@ -102,7 +102,7 @@ impl Event {
 
 fn end_heap(how: &End) -> usize {
     match how {
-        End::Error(s) | End::ConnectFailed(s) => s.capacity(),
+        End::Error(s) | End::ConnectFailed(s) | End::Fault { name: s, .. } => s.capacity(),
         End::Fin
         | End::Reset
         | End::Aborted

@@ -374,7 +374,7 @@ impl Conversation {
         }
         match how {
             End::Fin => self.fin(side, t, Some(&comment), out),
-            End::Shutdown | End::IdleTimeout => {
+            End::Shutdown | End::IdleTimeout | End::Fault { reset: false, .. } => {
                 // tcpspy closes both sockets: each side sees the other finish.
                 let mut comment = Some(comment);
                 for s in [side.other(), side] {
@@ -383,7 +383,10 @@ impl Conversation {
                     }
                 }
             }
-            End::Aborted => self.rst(side.other(), t, &comment, out),
+            // A fault's reset reaches `side` as if from its peer (tcpspy resets both).
+            End::Aborted | End::Fault { reset: true, .. } => {
+                self.rst(side.other(), t, &comment, out)
+            }
             End::Reset | End::Error(_) | End::ConnectFailed(_) | End::ConnectTimeout => {
                 self.rst(side, t, &comment, out)
             }
