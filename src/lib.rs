@@ -17,6 +17,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod faults;
 pub mod log;
 pub mod pool;
@@ -140,6 +141,13 @@ impl Proxy {
             max_connections,
             log_data: logging,
             splice: config.splice && !logging,
+            faults: config
+                .faults
+                .rules
+                .iter()
+                .map(|r| faults::Live::new(r.toxics.clone()))
+                .collect(),
+            seed: config.faults.seed,
         };
         let reactor = Reactor::new(poll, stop, listeners, settings, logger.sender())
             .context("cannot register the listeners")?;
@@ -185,6 +193,28 @@ impl Proxy {
     }
 }
 
+/// The start-up lines of faults: each rule's toxics, and the seed that repeats the run.
+fn faults_lines(config: &Config, bound: &[SocketAddr]) {
+    let plan = &config.faults;
+    if !plan.is_on() {
+        return;
+    }
+    for (r, addr) in plan.rules.iter().zip(bound) {
+        if !r.toxics.is_empty() {
+            let list: Vec<String> = r.toxics.iter().map(|t| t.summary()).collect();
+            log::eprint_line(&format!(
+                "tcpspy: faults on {} ({addr}): {}",
+                r.name,
+                list.join("; ")
+            ));
+        }
+    }
+    log::eprint_line(&format!(
+        "tcpspy: faults: seed {} (--seed {} repeats this run's draws)",
+        plan.seed, plan.seed
+    ));
+}
+
 /// The CLI's main job: runs the proxy until SIGINT or SIGTERM and prints a summary.
 pub fn run(config: Config) -> Result<Outcome> {
     let mut proxy = Proxy::new(&config)?;
@@ -200,6 +230,7 @@ pub fn run(config: Config) -> Result<Outcome> {
             proxy.limits().max_connections,
         ));
     }
+    faults_lines(&config, proxy.local_addrs());
     proxy.watch_signals()?;
     let outcome = proxy.run()?;
     let t = &outcome.totals;

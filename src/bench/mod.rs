@@ -205,6 +205,7 @@ fn proxy_config(cfg: &BenchConfig, target: SocketAddr, log_dir: &Path) -> Result
         splice: true,
         // The progress bar is on stderr.
         connection_lines: false,
+        faults: Default::default(),
     })
 }
 

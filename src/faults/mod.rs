@@ -69,3 +69,32 @@ impl Live {
         self.get().iter().any(|t| t.stream.covers(dir))
     }
 }
+
+/// The faults a run starts with, as the command line and the `--faults` file give them.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Per rule, in rule order: the proxy's name (for `proxy=` and the API) and its toxics.
+    pub rules: Vec<RulePlan>,
+    /// The random numbers' seed (`--seed`).
+    pub seed: u64,
+    /// Where the control API listens (`--control`).
+    pub control: Option<std::net::SocketAddr>,
+    /// Proxies of the file that start disabled: only the API can enable them.
+    pub disabled: Vec<spec::ProxySpec>,
+}
+
+/// One rule's name and toxics.
+#[derive(Clone, Debug, Default)]
+pub struct RulePlan {
+    pub name: String,
+    /// The upstream as the proxy's JSON shows it (`host:port`, as given).
+    pub upstream: String,
+    pub toxics: Vec<Toxic>,
+}
+
+impl Plan {
+    /// True if anything about faults was asked for.
+    pub fn is_on(&self) -> bool {
+        self.control.is_some() || self.rules.iter().any(|r| !r.toxics.is_empty())
+    }
+}

@@ -31,13 +31,16 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::config::Rule;
+use crate::faults::Live;
+use crate::faults::stage::FaultStage;
 use crate::log::event::{ConnId, Event};
 use crate::log::queue::Sender;
 use crate::pool::Pool;
 use crate::relay::Conn;
 use crate::stop::StopHandle;
 use crate::sys;
-use crate::types::{End, Side};
+use crate::faults::stage as faults_stage;
+use crate::types::{Dir, End, Side};
 use listen::{Accepted, Listeners, Waiting};
 use table::{Ready, Table, TableSettings};
 use transport::Transport;
@@ -69,6 +72,9 @@ pub struct Settings {
     pub log_data: bool,
     /// Splice bytes nobody logs from socket to socket through a pipe (see [`Pool`]).
     pub splice: bool,
+    /// Each rule's toxics (by rule index; a rule past the end has none), and their seed.
+    pub faults: Vec<Arc<Live>>,
+    pub seed: u64,
 }
 
 /// The token of one side of connection `key`.
@@ -332,14 +338,9 @@ impl Reactor {
             local,
             at: w.at,
         });
-        let key = self.table.insert(
-            w.id,
-            w.rule,
-            w.addr,
-            target,
-            Conn::new(Transport::Tcp(w.client), Transport::Tcp(server)),
-            now,
-        );
+        let mut conn = Conn::new(Transport::Tcp(w.client), Transport::Tcp(server));
+        self.add_faults(&mut conn, w.rule, w.id, now);
+        let key = self.table.insert(w.id, w.rule, w.addr, target, conn, now);
         let both = Interest::READABLE | Interest::WRITABLE;
         let registry = self.poll.registry();
         let registered = match self.table.conn_mut(key) {
@@ -359,6 +360,20 @@ impl Reactor {
                 .fail(key, Side::Server, End::Error(e.to_string()), now);
         }
         Ok(())
+    }
+
+    /// Gives each direction of a connection that its rule has toxics for a fault stage; the
+    /// others get none, and relay as if faults did not exist.
+    fn add_faults(&self, conn: &mut Conn<Transport>, rule: usize, id: ConnId, now: Instant) {
+        let Some(live) = self.settings.faults.get(rule) else {
+            return;
+        };
+        for dir in Dir::BOTH {
+            if live.covers(dir.index()) && !conn.stage_names(dir).contains(&faults_stage::NAME) {
+                let stage = FaultStage::new(dir, id, self.settings.seed, live.clone(), now);
+                conn.add_stage(dir, Box::new(stage));
+            }
+        }
     }
 
     /// Stops accepting for [`listen::ACCEPT_RETRY`]: edge-triggered listeners will not report

@@ -91,6 +91,11 @@ impl<S: Stream> Conn<S> {
         self.halves.iter().filter_map(Pipeline::wake_at).min()
     }
 
+    /// The names of the stages of direction `dir`, in order.
+    pub fn stage_names(&self, dir: Dir) -> Vec<&'static str> {
+        self.halves[dir.index()].stage_names()
+    }
+
     /// Adds a stage to the direction `dir`, after the record.
     pub fn add_stage(&mut self, dir: Dir, stage: Box<dyn Stage>) {
         self.halves[dir.index()].add_stage(stage);
