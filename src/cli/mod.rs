@@ -346,7 +346,11 @@ pub fn config(args: Args) -> Result<Config> {
             .map_err(|e| anyhow!("--faults {path}: proxy {:?}: {e}", p.name))?;
         let target = crate::control::addr::upstream(&p.upstream)
             .map_err(|e| anyhow!("--faults {path}: proxy {:?}: {e}", p.name))?;
-        specs.push((format!("--faults {path} (proxy {:?})", p.name), listen, target));
+        specs.push((
+            format!("--faults {path} (proxy {:?})", p.name),
+            listen,
+            target,
+        ));
         names.push(p.name.clone());
         upstreams.push(p.upstream.clone());
         toxics.push(p.toxics);

@@ -15,7 +15,9 @@ pub fn listen(s: &str) -> Result<SocketAddr, String> {
     let loopback = |port: &str| -> Result<SocketAddr, String> {
         let port = match port {
             "" => 0,
-            p => p.parse::<u16>().map_err(|_| format!("listen {s:?}: bad port"))?,
+            p => p
+                .parse::<u16>()
+                .map_err(|_| format!("listen {s:?}: bad port"))?,
         };
         Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
     };

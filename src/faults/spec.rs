@@ -437,18 +437,19 @@ impl Toxic {
         })
     }
 
-    /// A one-line account for the record: `latency_downstream: latency 300 ms, jitter 50 ms`.
+    /// A one-line account for the record: `latency_downstream: latency latency=300 jitter=50
+    /// on downstream`.
     pub fn summary(&self) -> String {
-        let attrs: Vec<String> = self
-            .kind
-            .attributes()
+        let attrs = self.kind.attributes();
+        let shown: Vec<String> = Kind::attribute_names(self.kind.type_name())
             .iter()
-            .map(|(k, v)| format!("{k}={v}"))
+            .filter_map(|k| Some(format!("{k}={}", attrs.get(*k)?)))
             .collect();
         let mut s = format!(
-            "{} ({}, {})",
+            "{}: {} {} on {}",
             self.name,
-            attrs.join(","),
+            self.kind.type_name(),
+            shown.join(" "),
             self.stream.name()
         );
         match &self.trigger {

@@ -77,16 +77,19 @@ impl Active {
             // chunk waits acts on what is left of it.
             Trigger::Always => {
                 a.from = Some(written);
-                a.notes.push(format!("{}: on", a.toxic.summary()));
+                a.notes
+                    .push(format!("{}: on this connection", a.toxic.summary()));
                 a.start(now);
             }
             Trigger::AfterBytes(n) => {
                 a.from = Some(read.saturating_add(*n));
-                a.notes.push(format!("{}: waiting", a.toxic.summary()));
+                a.notes
+                    .push(format!("{}: waiting for its trigger", a.toxic.summary()));
             }
             Trigger::Match(p) => {
                 a.state = Some(p.start());
-                a.notes.push(format!("{}: waiting", a.toxic.summary()));
+                a.notes
+                    .push(format!("{}: waiting for its trigger", a.toxic.summary()));
             }
         }
         a

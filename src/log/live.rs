@@ -135,7 +135,10 @@ pub fn note_line(
     stamper.write(at, out);
     out.extend_from_slice(b": ");
     // One line, and nothing that drives a terminal.
-    out.extend(text.bytes().map(|b| if b < 0x20 || b == 0x7f { b'?' } else { b }));
+    out.extend(
+        text.bytes()
+            .map(|b| if b < 0x20 || b == 0x7f { b'?' } else { b }),
+    );
     out.push(b'\n');
 }
 

@@ -32,6 +32,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::config::Rule;
 use crate::faults::Live;
+use crate::faults::stage as faults_stage;
 use crate::faults::stage::FaultStage;
 use crate::log::event::{ConnId, Event};
 use crate::log::queue::Sender;
@@ -39,7 +40,6 @@ use crate::pool::Pool;
 use crate::relay::Conn;
 use crate::stop::StopHandle;
 use crate::sys;
-use crate::faults::stage as faults_stage;
 use crate::types::{Dir, End, Side};
 use listen::{Accepted, Listeners, Waiting};
 use table::{Ready, Table, TableSettings};
