@@ -270,7 +270,7 @@ pub fn config(args: Args) -> Result<Config> {
         || args.listen_port.is_some()
         || args.target.is_some()
         || args.host.is_some()
-        || (args.forward.is_empty() && args.faults.is_none());
+        || (args.forward.is_empty() && args.faults.is_none() && args.control.is_none());
     // Rules as written, resolved after the checks below.
     let mut specs: Vec<(String, SocketAddr, Target)> = Vec::new();
     if short_form {
@@ -355,7 +355,7 @@ pub fn config(args: Args) -> Result<Config> {
         upstreams.push(p.upstream.clone());
         toxics.push(p.toxics);
     }
-    if specs.is_empty() {
+    if specs.is_empty() && args.control.is_none() {
         bail!("--listen is required (for example --listen 8080)");
     }
     for f in &args.fault {

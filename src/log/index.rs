@@ -192,6 +192,13 @@ impl Output for Index {
         }
     }
 
+    fn rule(&mut self, index: usize, rule: &crate::config::Rule, _io: &mut Io) {
+        while self.listens.len() <= index {
+            self.listens.push(rule.listen);
+        }
+        self.listens[index] = rule.listen;
+    }
+
     fn note(
         &mut self,
         conn: &ConnInfo,
