@@ -5,7 +5,7 @@
 //! back from every log.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Stdio;
 use std::thread;

@@ -5,6 +5,7 @@
 mod backpressure;
 mod bench;
 mod budget;
+mod control;
 mod faults;
 mod forwards;
 mod hostile;
