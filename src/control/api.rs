@@ -316,11 +316,11 @@ impl Api {
                 }
                 continue;
             }
-            if let Some(mut old) = self.proxies.remove(&s.name) {
-                if let Err(r) = Self::stop(b, &mut old) {
-                    self.proxies.insert(old.name.clone(), old);
-                    return with_proxies(r, done);
-                }
+            if let Some(mut old) = self.proxies.remove(&s.name)
+                && let Err(r) = Self::stop(b, &mut old)
+            {
+                self.proxies.insert(old.name.clone(), old);
+                return with_proxies(r, done);
             }
             match self.make(b, s) {
                 Ok(p) => {
@@ -690,7 +690,7 @@ mod tests {
         assert_eq!(b.stopped, [0]);
         let (s, _) = call(&mut api, &mut b, "POST", "/reset", "");
         assert_eq!(s, 204);
-        assert_eq!(api.get("redis").unwrap().enabled, true);
+        assert!(api.get("redis").unwrap().enabled);
         let (s, v) = call(&mut api, &mut b, "GET", "/proxies", "");
         assert_eq!((s, v["redis"]["enabled"].clone()), (200, json!(true)));
         let (s, _) = call(&mut api, &mut b, "DELETE", "/proxies/redis", "");
