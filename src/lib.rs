@@ -17,6 +17,8 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod faults;
 pub mod log;
 pub mod pool;
 pub mod reactor;
@@ -53,6 +55,8 @@ pub struct Proxy {
     logger: Logger,
     addrs: Vec<SocketAddr>,
     limits: Limits,
+    /// Where the control API listens, if it does.
+    control: Option<SocketAddr>,
 }
 
 /// How the descriptor limit was shared out at start-up.
@@ -130,6 +134,12 @@ impl Proxy {
             Some(waker),
         )
         .context("cannot start the logging thread")?;
+        let lives: Vec<Arc<faults::Live>> = config
+            .faults
+            .rules
+            .iter()
+            .map(|r| faults::Live::new(r.toxics.clone()))
+            .collect();
         let settings = Settings {
             rules: config.rules.clone(),
             buffer_size: config.buffer_size,
@@ -139,15 +149,59 @@ impl Proxy {
             max_connections,
             log_data: logging,
             splice: config.splice && !logging,
+            faults: lives.clone(),
+            seed: config.faults.seed,
         };
-        let reactor = Reactor::new(poll, stop, listeners, settings, logger.sender())
+        let mut reactor = Reactor::new(poll, stop.clone(), listeners, settings, logger.sender())
             .context("cannot register the listeners")?;
+        let control = match config.faults.control {
+            None => None,
+            Some(at) => {
+                let l = std::net::TcpListener::bind(at)
+                    .with_context(|| format!("cannot listen on {at} (--control)"))?;
+                let bound = l.local_addr().unwrap_or(at);
+                let queue = control::command::Queue::new(stop.waker().clone());
+                reactor.with_control(queue.clone());
+                let mut proxies: Vec<control::api::Proxy> = config
+                    .faults
+                    .rules
+                    .iter()
+                    .zip(&addrs)
+                    .zip(&lives)
+                    .enumerate()
+                    .map(|(i, ((r, a), live))| control::api::Proxy {
+                        name: r.name.clone(),
+                        listen: a.to_string(),
+                        upstream: r.upstream.clone(),
+                        enabled: true,
+                        index: Some(i),
+                        live: live.clone(),
+                    })
+                    .collect();
+                proxies.extend(config.faults.disabled.iter().map(|p| control::api::Proxy {
+                    name: p.name.clone(),
+                    listen: p.listen.clone(),
+                    upstream: p.upstream.clone(),
+                    enabled: false,
+                    index: None,
+                    live: faults::Live::new(p.toxics.clone()),
+                }));
+                control::start(l, proxies, queue)?;
+                Some(bound)
+            }
+        };
         Ok(Proxy {
             reactor,
             logger,
             addrs,
             limits,
+            control,
         })
+    }
+
+    /// The control API's address (`--control`), bound.
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control
     }
 
     pub fn limits(&self) -> Limits {
@@ -184,6 +238,28 @@ impl Proxy {
     }
 }
 
+/// The start-up lines of faults: each rule's toxics, and the seed that repeats the run.
+fn faults_lines(config: &Config, bound: &[SocketAddr]) {
+    let plan = &config.faults;
+    if !plan.is_on() {
+        return;
+    }
+    for (r, addr) in plan.rules.iter().zip(bound) {
+        if !r.toxics.is_empty() {
+            let list: Vec<String> = r.toxics.iter().map(|t| t.summary()).collect();
+            log::eprint_line(&format!(
+                "tcpspy: faults on {} ({addr}): {}",
+                r.name,
+                list.join("; ")
+            ));
+        }
+    }
+    log::eprint_line(&format!(
+        "tcpspy: faults: seed {} (--seed {} repeats this run's draws)",
+        plan.seed, plan.seed
+    ));
+}
+
 /// The CLI's main job: runs the proxy until SIGINT or SIGTERM and prints a summary.
 pub fn run(config: Config) -> Result<Outcome> {
     let mut proxy = Proxy::new(&config)?;
@@ -197,6 +273,20 @@ pub fn run(config: Config) -> Result<Outcome> {
             rule.target_name,
             config::logging_summary(&config),
             proxy.limits().max_connections,
+        ));
+    }
+    faults_lines(&config, proxy.local_addrs());
+    if let Some(at) = proxy.control_addr() {
+        log::eprint_line(&format!(
+            "tcpspy: control API (Toxiproxy's) on http://{at}; proxies: {}",
+            config
+                .faults
+                .rules
+                .iter()
+                .map(|r| r.name.as_str())
+                .chain(config.faults.disabled.iter().map(|p| p.name.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     proxy.watch_signals()?;

@@ -223,6 +223,18 @@ pub fn discard(sock: &impl AsRawFd, n: usize) -> io::Result<usize> {
     }
 }
 
+/// Bytes in a TCP socket's receive queue (ioctl FIONREAD): what a stage holding bytes in the
+/// kernel (latency) learns without reading them.
+pub fn available(sock: &impl AsRawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points at `n`.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 impl Pipe {
     /// Writes `bytes` into the pipe with write(2): how a stream that is not a socket (the
     /// simulation's fakes, a scripted peer) fills a pipe it was handed for splicing.

@@ -90,6 +90,10 @@ pub enum End {
     Shutdown,
     /// No byte went either way for the idle timeout.
     IdleTimeout,
+    /// A fault (`--fault`, the control API) ended the connection: `name` is the toxic's, and
+    /// `reset` says whether tcpspy reset both sides (`reset_peer`) or closed them (`timeout`,
+    /// `limit_data`).
+    Fault { name: String, reset: bool },
 }
 
 impl End {
@@ -108,7 +112,16 @@ impl End {
 
     /// True for the ends that are not a clean FIN and make tcpspy reset the other side.
     pub fn is_failure(&self) -> bool {
-        !matches!(self, End::Fin | End::Shutdown | End::IdleTimeout)
+        !matches!(
+            self,
+            End::Fin | End::Shutdown | End::IdleTimeout | End::Fault { reset: false, .. }
+        )
+    }
+
+    /// True for the ends tcpspy decided on for both sides at once (a stop, the idle timeout, a
+    /// fault): the other side gets the same end, not [`End::Aborted`].
+    pub fn is_for_both(&self) -> bool {
+        matches!(self, End::Shutdown | End::IdleTimeout | End::Fault { .. })
     }
 }
 
@@ -123,6 +136,8 @@ impl fmt::Display for End {
             End::ConnectTimeout => f.write_str("connect timed out"),
             End::Shutdown => f.write_str("closed by tcpspy on shutdown"),
             End::IdleTimeout => f.write_str("idle timeout, closed by tcpspy"),
+            End::Fault { name, reset: true } => write!(f, "reset by fault {name}"),
+            End::Fault { name, reset: false } => write!(f, "closed by fault {name}"),
         }
     }
 }

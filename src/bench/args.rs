@@ -95,6 +95,12 @@ pub struct BenchArgs {
     #[arg(long = "buffer-size", value_name = "SIZE", default_value = defaults::BUFFER_SIZE,
           value_parser = parse::buffer_size)]
     pub buffer_size: Size,
+
+    /// A fault on the proxy's connections, as tcpspy's --fault (repeatable): with --rtt and
+    /// `latency:latency=10`, the latency added beside the asked 10 ms is its accuracy
+    #[arg(long = "fault", value_name = "TYPE[:ATTR=VALUE,...]",
+          value_parser = crate::faults::spec::parse_flag)]
+    pub fault: Vec<crate::faults::spec::Flag>,
 }
 
 /// `--rtt-sizes`, parsed.
@@ -151,6 +157,8 @@ pub struct BenchConfig {
     pub json: bool,
     pub log_queue: usize,
     pub buffer_size: usize,
+    /// The proxy's toxics (`--fault`).
+    pub faults: Vec<crate::faults::Toxic>,
 }
 
 impl BenchConfig {
@@ -189,6 +197,7 @@ impl BenchConfig {
             json: args.json,
             log_queue: args.log_queue.bytes(),
             buffer_size: args.buffer_size.bytes(),
+            faults: args.fault.into_iter().map(|f| f.toxic).collect(),
         })
     }
 }

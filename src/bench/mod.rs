@@ -205,6 +205,14 @@ fn proxy_config(cfg: &BenchConfig, target: SocketAddr, log_dir: &Path) -> Result
         splice: true,
         // The progress bar is on stderr.
         connection_lines: false,
+        faults: crate::faults::Plan {
+            rules: vec![crate::faults::RulePlan {
+                name: "bench".into(),
+                upstream: target.to_string(),
+                toxics: cfg.faults.clone(),
+            }],
+            ..Default::default()
+        },
     })
 }
 

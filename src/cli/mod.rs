@@ -165,8 +165,37 @@ pub struct Args {
     )]
     pub listen_port: Option<Listen>,
 
+    /// A fault on the relayed connections, Toxiproxy's toxic with its attributes:
+    /// TYPE[:ATTR=VALUE,...] (repeatable), e.g. `latency:latency=300,jitter=50`. Types:
+    /// latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, corrupt;
+    /// besides the type's attributes: stream=upstream|downstream|both, toxicity=P, name=N,
+    /// match=REGEX or after_bytes=N (wait for them before acting), proxy=NAME (one rule:
+    /// rule1, rule2, ... in the order given, or a --faults proxy's name; default every rule)
+    #[arg(long = "fault", value_name = "TYPE[:ATTR=VALUE,...]", value_parser = parse_fault,
+          help_heading = "Faults")]
+    pub fault: Vec<crate::faults::spec::Flag>,
+
+    /// Toxiproxy's populate JSON: an array of {name, listen, upstream, enabled, toxics}; each
+    /// proxy is one more rule, with its toxics
+    #[arg(long = "faults", value_name = "FILE", help_heading = "Faults")]
+    pub faults: Option<PathBuf>,
+
+    /// Serve Toxiproxy's HTTP API on [BIND:]PORT (BIND defaults to 127.0.0.1), so that its
+    /// clients add and remove proxies and toxics while tcpspy runs
+    #[arg(long = "control", value_name = "[BIND:]PORT", help_heading = "Faults")]
+    pub control: Option<Listen>,
+
+    /// The seed of the faults' random numbers (toxicity, jitter, slicer, corrupt): the same
+    /// seed repeats a run. Default: drawn at start-up, and said on stderr
+    #[arg(long = "seed", value_name = "N", help_heading = "Faults")]
+    pub seed: Option<u64>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+fn parse_fault(s: &str) -> Result<crate::faults::spec::Flag, String> {
+    crate::faults::spec::parse_flag(s)
 }
 
 /// What tcpspy does besides proxying (the proxy itself takes the top-level flags).
@@ -241,7 +270,7 @@ pub fn config(args: Args) -> Result<Config> {
         || args.listen_port.is_some()
         || args.target.is_some()
         || args.host.is_some()
-        || args.forward.is_empty();
+        || (args.forward.is_empty() && args.faults.is_none() && args.control.is_none());
     // Rules as written, resolved after the checks below.
     let mut specs: Vec<(String, SocketAddr, Target)> = Vec::new();
     if short_form {
@@ -299,6 +328,75 @@ pub fn config(args: Args) -> Result<Config> {
         // A capture holds the network's bytes: on a terminal they would be escape codes.
         bail!("--pcap -: stdout is a terminal; pipe it (| wireshark -k -i -) or give a file");
     }
+    let file_proxies = match &args.faults {
+        Some(path) => load_faults(path)?,
+        None => Vec::new(),
+    };
+    let mut names: Vec<String> = (1..=specs.len()).map(|i| format!("rule{i}")).collect();
+    let mut upstreams: Vec<String> = specs.iter().map(|(_, _, t)| t.text.clone()).collect();
+    let mut toxics: Vec<Vec<crate::faults::Toxic>> = vec![Vec::new(); specs.len()];
+    let mut disabled = Vec::new();
+    for p in file_proxies {
+        if !p.enabled {
+            disabled.push(p);
+            continue;
+        }
+        let path = args.faults.as_deref().unwrap_or(Path::new("")).display();
+        let listen = crate::control::addr::listen(&p.listen)
+            .map_err(|e| anyhow!("--faults {path}: proxy {:?}: {e}", p.name))?;
+        let target = crate::control::addr::upstream(&p.upstream)
+            .map_err(|e| anyhow!("--faults {path}: proxy {:?}: {e}", p.name))?;
+        specs.push((
+            format!("--faults {path} (proxy {:?})", p.name),
+            listen,
+            target,
+        ));
+        names.push(p.name.clone());
+        upstreams.push(p.upstream.clone());
+        toxics.push(p.toxics);
+    }
+    if specs.is_empty() && args.control.is_none() {
+        bail!("--listen is required (for example --listen 8080)");
+    }
+    for f in &args.fault {
+        let chosen: Vec<usize> = match &f.proxy {
+            None => (0..names.len()).collect(),
+            Some(p) => match names.iter().position(|n| n == p) {
+                Some(i) => vec![i],
+                None => bail!(
+                    "--fault {}: no proxy named {p:?} (the rules are {})",
+                    f.toxic.name,
+                    names.join(", ")
+                ),
+            },
+        };
+        for i in chosen {
+            if toxics[i].iter().any(|t| t.name == f.toxic.name) {
+                bail!(
+                    "--fault: two toxics named {:?} on {} (give one a name=...)",
+                    f.toxic.name,
+                    names[i]
+                );
+            }
+            toxics[i].push(f.toxic.clone());
+        }
+    }
+    let plan_rules: Vec<crate::faults::RulePlan> = names
+        .into_iter()
+        .zip(upstreams)
+        .zip(toxics)
+        .map(|((name, upstream), toxics)| crate::faults::RulePlan {
+            name,
+            upstream,
+            toxics,
+        })
+        .collect();
+    let faults = crate::faults::Plan {
+        rules: plan_rules,
+        seed: args.seed.unwrap_or_else(random_seed),
+        control: args.control.map(|l| l.0),
+        disabled,
+    };
     let mut rules = Vec::with_capacity(specs.len());
     for (spec, listen, target) in specs {
         let addr = resolve(&target.host, target.port)
@@ -336,7 +434,22 @@ pub fn config(args: Args) -> Result<Config> {
         on_log_error: args.on_log_error,
         connection_lines: true,
         splice: !args.no_splice,
+        faults,
     })
+}
+
+/// Reads and parses a `--faults` file (Toxiproxy's populate JSON).
+fn load_faults(path: &Path) -> Result<Vec<crate::faults::spec::ProxySpec>> {
+    let body = std::fs::read(path).with_context(|| format!("--faults {}", path.display()))?;
+    crate::faults::spec::populate(&body).map_err(|e| anyhow!("--faults {}: {e}", path.display()))
+}
+
+/// A seed for a run that was given none: the clock's nanoseconds and the process id.
+fn random_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ (u64::from(std::process::id()) << 32)
 }
 
 /// Resolves the target once; the first address the resolver gives is used for the whole run.

@@ -192,6 +192,9 @@ pub struct Config {
     /// The `#0001 open`/`closed` lines on stderr (the bench turns them off: its progress bar
     /// is there).
     pub connection_lines: bool,
+    /// Faults: each rule's toxics, the seed, the control API (`--fault`, `--faults`,
+    /// `--control`, `--seed`).
+    pub faults: crate::faults::Plan,
 }
 
 /// The end of the "listening on" line: what is logged, and where, and the live view.

@@ -70,6 +70,12 @@ pub enum Event {
         text: String,
         at: SystemTime,
     },
+    /// A rule was added or changed while running (the control API): its connections' records
+    /// name it from now on.
+    Rule {
+        index: usize,
+        rule: crate::config::Rule,
+    },
     /// A line for stderr, in order with the connection lines (the SIGUSR1 summary).
     Line(String),
     /// Write everything, close every file and stop.
@@ -95,6 +101,7 @@ impl Event {
             ),
             Event::Line(line) => line.capacity(),
             Event::Note { text, .. } => text.capacity(),
+            Event::Rule { rule, .. } => rule.target_name.capacity() + rule.spec.capacity(),
             Event::Open { .. } | Event::Connected { .. } | Event::Held { .. } | Event::Stop => 0,
         }
     }
@@ -102,7 +109,7 @@ impl Event {
 
 fn end_heap(how: &End) -> usize {
     match how {
-        End::Error(s) | End::ConnectFailed(s) => s.capacity(),
+        End::Error(s) | End::ConnectFailed(s) | End::Fault { name: s, .. } => s.capacity(),
         End::Fin
         | End::Reset
         | End::Aborted

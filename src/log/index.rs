@@ -17,7 +17,7 @@
 //! every connection whose files are gone. Together with the lines still there, the latest such
 //! note accounts for every connection of the run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
@@ -44,6 +44,17 @@ pub struct Index {
     parts: Option<Parts>,
     /// Put before connection numbers, as the labels have it.
     prefix: Option<String>,
+    /// The faults' story lines of each open connection, for its line's `faults` field.
+    faults: HashMap<ConnId, Faults>,
+}
+
+/// Most fault lines a connection's index line lists (the hex dump has every one).
+pub const FAULT_LINES: usize = 64;
+
+#[derive(Default)]
+struct Faults {
+    lines: Vec<serde_json::Value>,
+    more: u64,
 }
 
 struct Parts {
@@ -76,6 +87,7 @@ impl Index {
                 files_removed: Ranges::default(),
             }),
             prefix,
+            faults: HashMap::new(),
         }
     }
 
@@ -180,8 +192,49 @@ impl Output for Index {
         }
     }
 
+    fn rule(&mut self, index: usize, rule: &crate::config::Rule, _io: &mut Io) {
+        while self.listens.len() <= index {
+            self.listens.push(rule.listen);
+        }
+        self.listens[index] = rule.listen;
+    }
+
+    fn note(
+        &mut self,
+        conn: &ConnInfo,
+        dir: Dir,
+        stage: &'static str,
+        text: &str,
+        at: SystemTime,
+        _io: &mut Io,
+    ) {
+        let f = self.faults.entry(conn.id).or_default();
+        if f.lines.len() >= FAULT_LINES {
+            f.more = f.more.saturating_add(1);
+            return;
+        }
+        f.lines.push(serde_json::json!({
+            "at": rfc3339(at),
+            "fault": stage,
+            "stream": match dir {
+                Dir::ClientToServer => "upstream",
+                Dir::ServerToClient => "downstream",
+            },
+            "what": text,
+        }));
+    }
+
     fn close(&mut self, conn: &ConnInfo, closed: &Closed, io: &mut Io) {
         let mut line = json_line(conn, closed, self.listens.get(conn.rule));
+        if let Some(f) = self.faults.remove(&conn.id) {
+            line.truncate(line.len().saturating_sub(2));
+            let list = serde_json::Value::Array(f.lines).to_string();
+            line.push_str(&format!(",\"faults\":{list}"));
+            if f.more > 0 {
+                line.push_str(&format!(",\"faults_not_listed\":{}", f.more));
+            }
+            line.push_str("}\n");
+        }
         if self.parts.is_some() {
             line.truncate(line.len().saturating_sub(2));
             line.push_str(&format!(

@@ -111,6 +111,37 @@ impl Format {
     }
 }
 
+/// Appends a fault's line: `#0001 fault latency server 127.0.0.1:8000 -> client
+/// 127.0.0.1:41126 at TIME: latency_downstream: held bytes 0-186 for 300 ms`.
+pub fn note_line(
+    out: &mut Vec<u8>,
+    stamper: &mut Stamper,
+    conn: &ConnInfo,
+    dir: Dir,
+    stage: &str,
+    text: &str,
+    at: SystemTime,
+) {
+    let (src, dst) = (dir.source(), dir.source().other());
+    let line = format!(
+        "#{} fault {stage} {} {} -> {} {} at ",
+        conn.label,
+        src.name(),
+        conn.peer(src),
+        dst.name(),
+        conn.peer(dst),
+    );
+    out.extend_from_slice(line.as_bytes());
+    stamper.write(at, out);
+    out.extend_from_slice(b": ");
+    // One line, and nothing that drives a terminal.
+    out.extend(
+        text.bytes()
+            .map(|b| if b < 0x20 || b == 0x7f { b'?' } else { b }),
+    );
+    out.push(b'\n');
+}
+
 /// Appends `#0001 client 127.0.0.1:41126 -> server 127.0.0.1:8000, 18 bytes (#0, 00000000)
 /// at TIME`: the chunk's number and offset are those of the hex dump file.
 pub fn header(
@@ -329,6 +360,21 @@ impl Output for LiveView {
         self.mark(true);
         if self.buf.len() >= WRITE_AT {
             self.write_out(io);
+        }
+    }
+
+    fn note(
+        &mut self,
+        conn: &ConnInfo,
+        dir: Dir,
+        stage: &'static str,
+        text: &str,
+        at: SystemTime,
+        io: &mut Io,
+    ) {
+        if self.showing(false) {
+            note_line(&mut self.buf, &mut io.stamper, conn, dir, stage, text, at);
+            self.mark(false);
         }
     }
 

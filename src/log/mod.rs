@@ -294,6 +294,8 @@ pub trait Output: Send {
         _io: &mut Io,
     ) {
     }
+    /// Rule `index` was added or changed while running (the control API).
+    fn rule(&mut self, _index: usize, _rule: &Rule, _io: &mut Io) {}
     /// The last event of a connection.
     fn close(&mut self, _conn: &ConnInfo, _closed: &Closed, _io: &mut Io) {}
     /// The end of a batch of events: push out anything held back.
@@ -760,6 +762,14 @@ impl Worker {
                 self.outputs.each(&mut self.io, |out, io| {
                     out.note(conn, dir, stage, &text, at, io)
                 });
+            }
+            Event::Rule { index, rule } => {
+                while self.cfg.rules.len() <= index {
+                    self.cfg.rules.push(rule.clone());
+                }
+                self.cfg.rules[index] = rule.clone();
+                self.outputs
+                    .each(&mut self.io, |out, io| out.rule(index, &rule, io));
             }
             Event::Line(line) => eprint_line(&line),
             Event::Data { .. } | Event::Stop => {}

@@ -332,6 +332,24 @@ impl Conversation {
         self.skipped[s] = self.skipped[s].saturating_add(len as u64);
     }
 
+    /// A fault acted on `dir` (a stage's story line): a bare ACK from the destination,
+    /// stamped then, carries it as its comment. Payloads stay as their source sent them; the
+    /// comment says what the destination got instead (flipped bits, bytes held back).
+    pub fn note(&mut self, dir: Dir, at: SystemTime, text: &str, out: &mut Vec<u8>) {
+        if !self.established || self.reset {
+            return;
+        }
+        let (src, dst) = (dir.source(), dir.source().other());
+        let comment = format!(
+            "tcpspy fault ({} -> {}; payloads here are as the {} sent them): {text}",
+            src.name(),
+            dst.name(),
+            src.name()
+        );
+        let (seq, ack) = (self.next[dst.index()], self.next[src.index()]);
+        self.packet(dst, ACK, seq, ack, &[], nanos(at), Some(&comment), out);
+    }
+
     /// A side ended: a FIN is written now; any other end waits for [`Conversation::close`].
     pub fn end(&mut self, side: Side, how: &End, at: SystemTime, out: &mut Vec<u8>) {
         match how {
@@ -374,7 +392,7 @@ impl Conversation {
         }
         match how {
             End::Fin => self.fin(side, t, Some(&comment), out),
-            End::Shutdown | End::IdleTimeout => {
+            End::Shutdown | End::IdleTimeout | End::Fault { reset: false, .. } => {
                 // tcpspy closes both sockets: each side sees the other finish.
                 let mut comment = Some(comment);
                 for s in [side.other(), side] {
@@ -383,7 +401,10 @@ impl Conversation {
                     }
                 }
             }
-            End::Aborted => self.rst(side.other(), t, &comment, out),
+            // A fault's reset reaches `side` as if from its peer (tcpspy resets both).
+            End::Aborted | End::Fault { reset: true, .. } => {
+                self.rst(side.other(), t, &comment, out)
+            }
             End::Reset | End::Error(_) | End::ConnectFailed(_) | End::ConnectTimeout => {
                 self.rst(side, t, &comment, out)
             }
@@ -797,6 +818,22 @@ impl Output for PcapLog {
         if let Some(c) = self.conns.get_mut(&conn.id) {
             io.scratch.clear();
             c.end(side, how, at, &mut io.scratch);
+            self.write(io, false);
+        }
+    }
+
+    fn note(
+        &mut self,
+        conn: &ConnInfo,
+        dir: Dir,
+        _stage: &'static str,
+        text: &str,
+        at: SystemTime,
+        io: &mut Io,
+    ) {
+        if let Some(c) = self.conns.get_mut(&conn.id) {
+            io.scratch.clear();
+            c.note(dir, at, text, &mut io.scratch);
             self.write(io, false);
         }
     }

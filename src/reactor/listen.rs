@@ -117,6 +117,34 @@ impl Listeners {
         !std::mem::replace(&mut self.exhausted, true)
     }
 
+    /// Puts `listener` in slot `i` (one past the last adds a slot), registered with
+    /// `Token(base + i)`; a listener already there is closed first.
+    pub fn set(
+        &mut self,
+        i: usize,
+        mut listener: TcpListener,
+        registry: &Registry,
+        base: usize,
+    ) -> io::Result<()> {
+        if i > self.slots.len() {
+            return Err(io::Error::other("no such listener slot"));
+        }
+        self.close_one(i, registry);
+        registry.register(&mut listener, Token(base + i), Interest::READABLE)?;
+        match self.slots.get_mut(i) {
+            Some(slot) => *slot = Some(listener),
+            None => self.slots.push(Some(listener)),
+        }
+        Ok(())
+    }
+
+    /// Closes listener `i`, if open (its rule was disabled).
+    pub fn close_one(&mut self, i: usize, registry: &Registry) {
+        if let Some(mut l) = self.slots.get_mut(i).and_then(Option::take) {
+            let _ = registry.deregister(&mut l);
+        }
+    }
+
     /// Closes every listener (a stop).
     pub fn close(&mut self, registry: &Registry) {
         for slot in &mut self.slots {

@@ -31,13 +31,17 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::config::Rule;
+use crate::control::command::{Command, Queue};
+use crate::faults::Live;
+use crate::faults::stage as faults_stage;
+use crate::faults::stage::FaultStage;
 use crate::log::event::{ConnId, Event};
 use crate::log::queue::Sender;
 use crate::pool::Pool;
 use crate::relay::Conn;
 use crate::stop::StopHandle;
 use crate::sys;
-use crate::types::{End, Side};
+use crate::types::{Dir, End, Side};
 use listen::{Accepted, Listeners, Waiting};
 use table::{Ready, Table, TableSettings};
 use transport::Transport;
@@ -69,6 +73,29 @@ pub struct Settings {
     pub log_data: bool,
     /// Splice bytes nobody logs from socket to socket through a pipe (see [`Pool`]).
     pub splice: bool,
+    /// Each rule's toxics (by rule index; a rule past the end has none), and their seed.
+    pub faults: Vec<Arc<Live>>,
+    pub seed: u64,
+}
+
+/// Gives each direction of a connection that its rule has toxics for a fault stage (unless it
+/// has one); the others get none, and relay as if faults did not exist.
+fn add_faults(
+    settings: &Settings,
+    conn: &mut Conn<Transport>,
+    rule: usize,
+    id: ConnId,
+    now: Instant,
+) {
+    let Some(live) = settings.faults.get(rule) else {
+        return;
+    };
+    for dir in Dir::BOTH {
+        if live.covers(dir.index()) && !conn.stage_names(dir).contains(&faults_stage::NAME) {
+            let stage = FaultStage::new(dir, id, settings.seed, live.clone(), now);
+            conn.add_stage(dir, Box::new(stage));
+        }
+    }
 }
 
 /// The token of one side of connection `key`.
@@ -98,6 +125,8 @@ pub struct Reactor {
     stop: StopHandle,
     /// Set once stopping: the time buffered bytes must have gone by.
     stopping: Option<Instant>,
+    /// The control API's commands (`--control`).
+    control: Option<Queue>,
 }
 
 impl Reactor {
@@ -136,6 +165,7 @@ impl Reactor {
             signals: None,
             stop,
             stopping: None,
+            control: None,
         })
     }
 
@@ -146,6 +176,11 @@ impl Reactor {
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         self.signals = Some(signals);
         Ok(())
+    }
+
+    /// Takes the control API's commands from `queue` (drained when the waker fires).
+    pub fn with_control(&mut self, queue: Queue) {
+        self.control = Some(queue);
     }
 
     pub fn stop_handle(&self) -> StopHandle {
@@ -221,8 +256,13 @@ impl Reactor {
         next.map(|t| t.saturating_duration_since(now))
     }
 
-    /// The logger drained its queue (or a stop was asked): resume what waited for it.
+    /// The logger drained its queue, a stop was asked, or the control API has commands.
     fn on_wake(&mut self, now: Instant) {
+        let requests = self.control.as_ref().map(Queue::drain).unwrap_or_default();
+        for r in requests {
+            let answer = self.apply(r.command, now);
+            let _ = r.answer.try_send(answer);
+        }
         self.table.resume_stalled(now);
         // The connections just resumed may have filled the queue again; if so the wait for
         // room must be armed anew, or no wake-up would ever come for the listeners.
@@ -332,14 +372,9 @@ impl Reactor {
             local,
             at: w.at,
         });
-        let key = self.table.insert(
-            w.id,
-            w.rule,
-            w.addr,
-            target,
-            Conn::new(Transport::Tcp(w.client), Transport::Tcp(server)),
-            now,
-        );
+        let mut conn = Conn::new(Transport::Tcp(w.client), Transport::Tcp(server));
+        add_faults(&self.settings, &mut conn, w.rule, w.id, now);
+        let key = self.table.insert(w.id, w.rule, w.addr, target, conn, now);
         let both = Interest::READABLE | Interest::WRITABLE;
         let registry = self.poll.registry();
         let registered = match self.table.conn_mut(key) {
@@ -359,6 +394,79 @@ impl Reactor {
                 .fail(key, Side::Server, End::Error(e.to_string()), now);
         }
         Ok(())
+    }
+
+    /// Applies a command of the control API.
+    fn apply(&mut self, command: Command, now: Instant) -> Result<usize, String> {
+        if self.stopping.is_some() {
+            return Err("tcpspy is stopping".into());
+        }
+        match command {
+            Command::Listen {
+                index,
+                rule,
+                live,
+                listener,
+            } => {
+                let i = index.unwrap_or(self.settings.rules.len());
+                if i > self.settings.rules.len() {
+                    return Err(format!("no rule {i}"));
+                }
+                self.listeners
+                    .set(i, listener, self.poll.registry(), LISTENER_BASE)
+                    .map_err(|e| format!("cannot listen: {e}"))?;
+                self.log.send(Event::Rule {
+                    index: i,
+                    rule: rule.clone(),
+                });
+                self.line(format!(
+                    "tcpspy: listening on {}, relaying to {}; {}",
+                    rule.listen, rule.target_name, rule.spec
+                ));
+                if i == self.settings.rules.len() {
+                    self.settings.rules.push(rule);
+                } else {
+                    self.settings.rules[i] = rule;
+                }
+                while self.settings.faults.len() <= i {
+                    self.settings.faults.push(Live::new(Vec::new()));
+                }
+                self.settings.faults[i] = live;
+                self.accept(i, now);
+                Ok(i)
+            }
+            Command::Close { index } => {
+                self.listeners.close_one(index, self.poll.registry());
+                if let Some(rule) = self.settings.rules.get(index) {
+                    let line = format!(
+                        "tcpspy: no longer listening on {}; {}",
+                        rule.listen, rule.spec
+                    );
+                    self.line(line);
+                }
+                for key in self.table.keys_of_rule(index) {
+                    let down = End::Fault {
+                        name: "down".into(),
+                        reset: false,
+                    };
+                    self.table.fail(key, Side::Server, down, now);
+                }
+                Ok(index)
+            }
+            Command::Touch { index } => {
+                for key in self.table.keys_of_rule(index) {
+                    let Some(entry) = self.table.get(key) else {
+                        continue;
+                    };
+                    let id = entry.id;
+                    if let Some(conn) = self.table.conn_mut(key) {
+                        add_faults(&self.settings, conn, index, id, now);
+                    }
+                    self.table.drive(key, now);
+                }
+                Ok(index)
+            }
+        }
     }
 
     /// Stops accepting for [`listen::ACCEPT_RETRY`]: edge-triggered listeners will not report

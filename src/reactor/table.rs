@@ -131,6 +131,15 @@ impl<S: Socket> Table<S> {
         self.entries.get_mut(key).map(|e| &mut e.conn)
     }
 
+    /// The keys of rule `rule`'s connections still open.
+    pub fn keys_of_rule(&self, rule: usize) -> Vec<usize> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.rule == rule && !e.done)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
     /// Counts a connection accepted (the summary's figure), whether or not it gets an entry.
     pub fn count_connection(&mut self) {
         self.totals.connections = self.totals.connections.saturating_add(1);

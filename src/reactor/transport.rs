@@ -63,6 +63,11 @@ impl Stream for Transport {
             Transport::Tcp(s) => s.can_peek(),
         }
     }
+    fn available(&self) -> io::Result<usize> {
+        match self {
+            Transport::Tcp(s) => s.available(),
+        }
+    }
     fn can_splice(&self) -> bool {
         match self {
             Transport::Tcp(s) => s.can_splice(),

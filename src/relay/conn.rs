@@ -110,6 +110,11 @@ impl<S: Stream> Conn<S> {
         self.halves.iter().filter_map(Pipeline::wake_at).min()
     }
 
+    /// The names of the stages of direction `dir`, in order.
+    pub fn stage_names(&self, dir: Dir) -> Vec<&'static str> {
+        self.halves[dir.index()].stage_names()
+    }
+
     /// Adds a stage to the direction `dir`, after the record.
     pub fn add_stage(&mut self, dir: Dir, stage: Box<dyn Stage>) {
         self.halves[dir.index()].add_stage(stage);
@@ -126,7 +131,10 @@ impl<S: Stream> Conn<S> {
     /// True when tcpspy must close `side` with a reset rather than a FIN, because the other
     /// side broke (or never connected).
     pub fn must_reset(&self, side: Side) -> bool {
-        self.ends[side.index()] == Some(End::Aborted)
+        matches!(
+            self.ends[side.index()],
+            Some(End::Aborted | End::Fault { reset: true, .. })
+        )
     }
 
     /// Bytes read but never written on, per direction, when the connection closed: the logs
@@ -166,9 +174,9 @@ impl<S: Stream> Conn<S> {
         }
         // A close decided by tcpspy applies to both sides alike; a failure of one side resets
         // the other.
-        let other = match how {
-            End::Shutdown | End::IdleTimeout => how.clone(),
-            _ => End::Aborted,
+        let other = match how.is_for_both() {
+            true => how.clone(),
+            false => End::Aborted,
         };
         self.record(side, how, tap);
         self.record(side.other(), other, tap);
@@ -206,8 +214,13 @@ impl<S: Stream> Conn<S> {
                 Ok(Pump::Yielded) if status == Status::Open => status = Status::Yielded,
                 Ok(Pump::Starved | Pump::Yielded) => {}
                 Err(fault) => {
+                    // A fault's cut ends both sides alike; a broken side resets the other.
+                    let other = match fault.end.is_for_both() {
+                        true => fault.end.clone(),
+                        false => End::Aborted,
+                    };
                     self.record(fault.side, fault.end, tap);
-                    self.record(fault.side.other(), End::Aborted, tap);
+                    self.record(fault.side.other(), other, tap);
                     self.close(pool);
                     return Status::Closed;
                 }
@@ -224,7 +237,8 @@ impl<S: Stream> Conn<S> {
     /// that is how the side finally ended (tcpspy reset the other side for it).
     fn record<T: Tap>(&mut self, side: Side, how: End, tap: &mut T) {
         let slot = &mut self.ends[side.index()];
-        let replaces_fin = *slot == Some(End::Fin) && matches!(how, End::Reset | End::Error(_));
+        let replaces_fin = *slot == Some(End::Fin)
+            && matches!(how, End::Reset | End::Error(_) | End::Fault { .. });
         if slot.is_none() || replaces_fin {
             tap.end(side, &how);
             *slot = Some(how);

@@ -130,7 +130,10 @@ impl Pipeline {
 
     /// Adds a stage after the record (and after the stages already there).
     pub fn add_stage(&mut self, stage: Box<dyn Stage>) {
-        self.stages.get_or_insert_with(Box::default).list.push(stage);
+        self.stages
+            .get_or_insert_with(Box::default)
+            .list
+            .push(stage);
     }
 
     /// The stages' names, in order.
@@ -163,7 +166,11 @@ impl Pipeline {
 
     /// The earliest time a stage is waiting for, if any.
     pub fn wake_at(&self) -> Option<Instant> {
-        self.stages.as_ref().and_then(|s| s.wake)
+        let s = self.stages.as_ref()?;
+        match (s.wake, s.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Notes the time a stage waits for (only stages make a direction wait for a time).
@@ -202,12 +209,27 @@ impl Pipeline {
     }
 
     /// What the stages allow of `pending` bytes now.
-    fn gate(&mut self, pending: usize, now: Instant, finish: bool) -> Release {
-        match &mut self.stages {
-            None => Release::Now(pending),
-            Some(s) if finish => s.finish(now),
-            Some(s) => s.release(pending, now),
-        }
+    fn gate(&mut self, pending: usize, tap: &mut dyn Tap, finish: bool) -> Release {
+        let now = tap.now();
+        let Some(s) = &mut self.stages else {
+            return Release::Now(pending);
+        };
+        let r = match finish {
+            true => s.finish(now),
+            false => s.release(pending, now),
+        };
+        s.tell(self.dir, tap);
+        r
+    }
+
+    /// How many bytes the stages let the next read take from the source (all, with none).
+    fn admit<S: Stream>(&mut self, src: &Peer<S>, tap: &mut dyn Tap) -> Release {
+        let Some(s) = &mut self.stages else {
+            return Release::Now(usize::MAX);
+        };
+        let r = s.admit(src.sock.available().ok(), tap.now());
+        s.tell(self.dir, tap);
+        r
     }
 
     /// Moves bytes from `src` to `dst` until neither can make progress, the log is full, or
@@ -223,6 +245,11 @@ impl Pipeline {
         debug_assert_eq!(src.side, self.dir.source());
         if let Some(s) = &mut self.stages {
             s.wake = None;
+            let cut = s.tick(tap.now());
+            s.tell(self.dir, tap);
+            if let Some((side, end)) = cut {
+                return Err(Fault::new(side, end));
+            }
         }
         loop {
             if self.flight.is_some() {
@@ -234,7 +261,7 @@ impl Pipeline {
             match self.state {
                 State::Open => {}
                 State::Flushing => {
-                    match self.gate(0, tap.now(), true) {
+                    match self.gate(0, tap, true) {
                         Release::Now(_) => {}
                         Release::At(t) => {
                             self.wait_until(t);
@@ -265,8 +292,17 @@ impl Pipeline {
                 self.hold(tap, Hold::Peer);
                 return Ok(Pump::Waiting);
             }
+            let limit = match self.admit(src, tap) {
+                Release::Now(0) => return Ok(Pump::Waiting),
+                Release::Now(n) => n,
+                Release::At(t) => {
+                    self.wait_until(t);
+                    return Ok(Pump::Waiting);
+                }
+                Release::Cut(side, end) => return Err(Fault::new(side, end)),
+            };
             *budget -= 1;
-            match self.read_once(src, dst, pool, tap)? {
+            match self.read_once(src, dst, pool, tap, limit)? {
                 Some(Pump::Starved) => {
                     self.hold(tap, Hold::Memory);
                     return Ok(Pump::Starved);
@@ -286,7 +322,7 @@ impl Pipeline {
         tap: &mut T,
     ) -> Result<Option<Pump>, Fault> {
         while self.pos < self.len {
-            let allowed = match self.gate(self.len - self.pos, tap.now(), false) {
+            let allowed = match self.gate(self.len - self.pos, tap, false) {
                 Release::Now(n) => n.min(self.len - self.pos),
                 Release::At(t) => {
                     self.wait_until(t);
@@ -313,6 +349,7 @@ impl Pipeline {
                     self.written += n as u64;
                     if let Some(s) = &mut self.stages {
                         s.wrote(n, tap.now());
+                        s.tell(self.dir, tap);
                     }
                 }
                 Wrote::Blocked => return Ok(Some(self.sink_blocked(dst, tap))),
@@ -324,14 +361,16 @@ impl Pipeline {
         Ok(None)
     }
 
-    /// One read from the source: into a pipe, a buffer, or (no buffer left) a peek that is
-    /// written on at once. `None` when the loop may go on.
+    /// One read from the source, of at most `limit` bytes (what the stages admit): into a
+    /// pipe, a buffer, or (no buffer left) a peek that is written on at once. `None` when the
+    /// loop may go on.
     fn read_once<S: Stream, T: Tap>(
         &mut self,
         src: &mut Peer<S>,
         dst: &mut Peer<S>,
         pool: &mut Pool,
         tap: &mut T,
+        limit: usize,
     ) -> Result<Option<Pump>, Fault> {
         // Nobody needs the bytes and they come in bulk: splice them through a pipe if the
         // pool has one. Small exchanges stay with read/write, which costs them less.
@@ -351,7 +390,10 @@ impl Pipeline {
                 Flight::Pipe(pipe),
             ),
             None => match pool.get() {
-                Some(mut buf) => (src.sock.read(&mut buf), Flight::Buf(buf)),
+                Some(mut buf) => {
+                    let room = buf.len().min(limit);
+                    (src.sock.read(&mut buf[..room]), Flight::Buf(buf))
+                }
                 None if self.stages.is_none() && src.sock.can_peek() => {
                     return self.peek_through(src, dst, pool, tap);
                 }
@@ -368,7 +410,7 @@ impl Pipeline {
                             s.chunk(self.dir, &mut buf[..n], tap.now(), tap);
                         }
                         // A full buffer: the source has more than one read's worth.
-                        self.bulk = n == buf.len();
+                        self.bulk = n == buf.len().min(limit);
                     }
                     Flight::Pipe(_) => self.bulk = n >= pool.buffer_size(),
                 }

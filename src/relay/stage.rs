@@ -70,6 +70,26 @@ pub trait Stage: Send {
     }
     /// Bytes of the current chunk written to the sink.
     fn wrote(&mut self, _n: usize, _now: Instant) {}
+    /// Asked before every read from the source, with the bytes waiting there if the source
+    /// can tell (`None` if not): `Now(n)` reads at most `n` bytes, `At(t)` leaves them in the
+    /// source (the kernel's buffer, so TCP flow control holds the sender back) until `t`. A
+    /// stage that holds bytes this way costs no memory for them.
+    fn admit(&mut self, _available: Option<usize>, _now: Instant) -> Release {
+        Release::Now(usize::MAX)
+    }
+    /// Asked at the start of every turn of the direction, whatever its streams do: `Cut` ends
+    /// the connection (a fault that acts on time alone); anything else is ignored.
+    fn tick(&mut self, _now: Instant) -> Release {
+        Release::Now(0)
+    }
+    /// A time the stage must be asked again at ([`tick`](Stage::tick)) even if nothing
+    /// happens on the streams.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+    /// Called after the direction asked the stage anything: it tells the record what it did
+    /// since (story lines through [`Tap::note`]).
+    fn tell(&mut self, _dir: Dir, _tap: &mut dyn Tap) {}
 }
 
 /// The stages of one direction, in order. Their answers combine: the smallest allowance, the
@@ -99,6 +119,28 @@ impl Stages {
     pub fn wrote(&mut self, n: usize, now: Instant) {
         for s in &mut self.list {
             s.wrote(n, now);
+        }
+    }
+
+    pub fn admit(&mut self, available: Option<usize>, now: Instant) -> Release {
+        self.combine(|s| s.admit(available, now), usize::MAX)
+    }
+
+    /// The first cut any stage asks for at this turn, if any.
+    pub fn tick(&mut self, now: Instant) -> Option<(Side, End)> {
+        self.list.iter_mut().find_map(|s| match s.tick(now) {
+            Release::Cut(side, end) => Some((side, end)),
+            _ => None,
+        })
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.list.iter().filter_map(|s| s.deadline()).min()
+    }
+
+    pub fn tell(&mut self, dir: Dir, tap: &mut dyn Tap) {
+        for s in &mut self.list {
+            s.tell(dir, tap);
         }
     }
 

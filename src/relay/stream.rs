@@ -30,6 +30,12 @@ pub trait Stream {
     fn can_peek(&self) -> bool {
         false
     }
+    /// Bytes waiting to be read (FIONREAD), for a stage that holds bytes in the kernel
+    /// ([`Stage::admit`](super::stage::Stage::admit)); `Unsupported` by streams whose
+    /// readable bytes are not the kernel's (a TLS session).
+    fn available(&self) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 
     /// True if the bytes can go through a pipe with splice(2) ([`splice_in`], [`splice_out`]):
     /// a kernel socket whose bytes are the wire's, not a TLS session's.
@@ -81,6 +87,9 @@ impl Stream for mio::net::TcpStream {
     }
     fn can_peek(&self) -> bool {
         true
+    }
+    fn available(&self) -> io::Result<usize> {
+        sys::available(self)
     }
     fn can_splice(&self) -> bool {
         true

@@ -5,6 +5,8 @@
 mod backpressure;
 mod bench;
 mod budget;
+mod control;
+mod faults;
 mod forwards;
 mod hostile;
 mod limits;

@@ -323,3 +323,67 @@ proptest! {
         }
     }
 }
+
+/// A `--fault` spec made of the parts users type, and noise.
+fn fault_spec() -> impl Strategy<Value = String> {
+    let types = prop::sample::select(tcpspy::faults::spec::TYPES.to_vec());
+    let keys = prop::sample::select(vec![
+        "latency",
+        "jitter",
+        "rate",
+        "delay",
+        "timeout",
+        "average_size",
+        "size_variation",
+        "bytes",
+        "probability",
+        "stream",
+        "toxicity",
+        "name",
+        "match",
+        "after_bytes",
+        "proxy",
+        "x",
+    ]);
+    let values = prop_oneof![
+        (0u64..100_000).prop_map(|n| n.to_string()),
+        Just("downstream".to_string()),
+        Just("both".to_string()),
+        Just("0.5".to_string()),
+        "[a-z(|)*.]{0,8}",
+        any::<String>(),
+    ];
+    (types, prop::collection::vec((keys, values), 0..5)).prop_map(|(t, kv)| {
+        let attrs: Vec<String> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("{t}:{}", attrs.join(","))
+    })
+}
+
+proptest! {
+    #![proptest_config(config(1000))]
+
+    /// A spec parses or is refused in one line; what parses shows itself as JSON that parses
+    /// back to the same toxic (the API's view of what the command line gave).
+    #[test]
+    fn fault_specs_parse_or_refuse_and_round_trip(s in prop_oneof![fault_spec(), any::<String>()]) {
+        match tcpspy::faults::spec::parse_flag(&s) {
+            Ok(f) => {
+                let json = f.toxic.to_json().to_string();
+                let back = tcpspy::faults::spec::from_json(json.as_bytes());
+                prop_assert_eq!(back.as_ref().ok(), Some(&f.toxic), "{}", json);
+            }
+            Err(e) => prop_assert!(!e.contains('\n'), "{}", e),
+        }
+    }
+
+    /// The control API's request reader takes any bytes without a panic, and never reads a
+    /// request past the bytes it was given.
+    #[test]
+    fn control_requests_never_panic(b in prop::collection::vec(any::<u8>(), 0..512), head in "(GET|POST|PATCH|DELETE) /[a-z/]{0,20} HTTP/1.1\r\n(Content-Length: [0-9]{1,3}\r\n)?\r\n") {
+        for input in [b.clone(), [head.as_bytes(), &b].concat()] {
+            if let tcpspy::control::server::Parse::Done(_, used) = tcpspy::control::server::parse(&input) {
+                prop_assert!(used <= input.len());
+            }
+        }
+    }
+}

@@ -1286,7 +1286,7 @@ impl Sim {
                 | Event::End { id, .. }
                 | Event::Note { id, .. }
                 | Event::Close { id, .. } => *id,
-                Event::Line(_) | Event::Stop => continue,
+                Event::Line(_) | Event::Stop | Event::Rule { .. } => continue,
             };
             let c = *self.ids.get(&id).expect("an event of a known connection");
             let case = &mut w.cases[c];
