@@ -20,10 +20,14 @@ pub struct BinaryLog {
     conns: HashMap<ConnId, Files2>,
 }
 
+/// Stretches of a stream as (offset, length).
+type Stretches = Vec<(u64, u64)>;
+
 struct Files2 {
     files: [FileId; 2],
-    /// The stretches not recorded per direction, as (offset, length), merged when adjacent.
-    missing: [Vec<(u64, u64)>; 2],
+    /// The stretches not recorded per direction, as (offset, length), merged when adjacent;
+    /// boxed and made on the first, as most connections never have one.
+    missing: Option<Box<[Stretches; 2]>>,
 }
 
 /// Bytes of `missing` below stream offset `end`.
@@ -60,7 +64,7 @@ impl Output for BinaryLog {
         };
         let at = conn.offsets[dir.index()];
         let len = bytes.len() as u64;
-        let missing = &mut c.missing[dir.index()];
+        let missing = &mut c.missing.get_or_insert_with(Default::default)[dir.index()];
         match missing.last_mut() {
             Some((start, n)) if start.saturating_add(*n) == at => *n = n.saturating_add(len),
             _ => missing.push((at, len)),
@@ -80,7 +84,7 @@ impl Output for BinaryLog {
             conn.id,
             Files2 {
                 files,
-                missing: Default::default(),
+                missing: None,
             },
         );
     }
@@ -101,7 +105,8 @@ impl Output for BinaryLog {
             let n = closed.undelivered[i];
             if n > 0 {
                 let delivered = conn.offsets[i].saturating_sub(n);
-                let kept = delivered.saturating_sub(missing_below(&c.missing[i], delivered));
+                let missing = c.missing.as_ref().map_or(&[][..], |m| &m[i][..]);
+                let kept = delivered.saturating_sub(missing_below(missing, delivered));
                 let r = io.files.truncate(c.files[i], kept);
                 io.check(r);
             }

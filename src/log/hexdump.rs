@@ -883,7 +883,7 @@ mod tests {
             connected: Some(t + Duration::from_micros(250)),
             chunks: [0; 2],
             offsets: [0; 2],
-            files: Vec::new(),
+            files: Default::default(),
             gaps: [None; 2],
             not_recorded: [0; 2],
         };
@@ -1020,7 +1020,7 @@ mod tests {
             connected: Some(t),
             chunks: [0; 2],
             offsets: [0; 2],
-            files: Vec::new(),
+            files: Default::default(),
             gaps: [None; 2],
             not_recorded: [0; 2],
         };
@@ -1135,7 +1135,7 @@ mod tests {
                 connected: None,
                 chunks: [0; 2],
                 offsets: [0; 2],
-                files: Vec::new(),
+                files: Default::default(),
                 gaps: [None; 2],
                 not_recorded: [0; 2],
             };

@@ -332,7 +332,7 @@ pub fn json_line(conn: &ConnInfo, closed: &Closed, listen: Option<&SocketAddr>) 
             )
         })
         .collect();
-    let files: Vec<String> = conn.files.iter().map(|f| json_str(f)).collect();
+    let files: Vec<String> = conn.files.iter().map(json_str).collect();
     let opt = |a: Option<&SocketAddr>| a.map_or("null".to_string(), |a| json_str(&a.to_string()));
     let d = closed.at.duration_since(conn.started).unwrap_or_default();
     format!(
@@ -407,7 +407,7 @@ mod tests {
             connected: Some(t),
             chunks: [0; 2],
             offsets: [0; 2],
-            files: vec!["log-a.log".into(), "log-binary-b.log".into()],
+            files: ["log-a.log", "log-binary-b.log"].into_iter().collect(),
             gaps: [None; 2],
             not_recorded: [0; 2],
         };

@@ -462,7 +462,7 @@ mod tests {
             connected: Some(t),
             chunks: [2, 0],
             offsets: [0x1234, 0],
-            files: Vec::new(),
+            files: Default::default(),
             gaps: [None; 2],
             not_recorded: [0; 2],
         }

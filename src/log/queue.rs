@@ -252,6 +252,28 @@ impl Receiver {
         std::mem::swap(&mut inner.events, batch);
     }
 
+    /// As [`recv_batch`](Receiver::recv_batch), waiting at most `timeout`; false if nothing
+    /// came meanwhile.
+    pub fn recv_batch_timeout(&self, batch: &mut VecDeque<Event>, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.shared.lock();
+        while inner.events.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                inner.logger_waiting = false;
+                return false;
+            }
+            inner.logger_waiting = true;
+            inner = self
+                .shared
+                .ready
+                .wait_timeout(inner, left)
+                .map_or_else(|p| p.into_inner().0, |(g, _)| g);
+        }
+        std::mem::swap(&mut inner.events, batch);
+        true
+    }
+
     /// Moves every queued event into `batch` without waiting; false if there was none (the
     /// simulation plays the logger with it, on the reactor's thread).
     pub fn try_recv_batch(&self, batch: &mut VecDeque<Event>) -> bool {

@@ -212,6 +212,7 @@ impl Reactor {
                                 readable: event.is_readable() || event.is_read_closed(),
                                 writable: event.is_writable() || event.is_write_closed(),
                                 error: event.is_error(),
+                                read_closed: event.is_read_closed(),
                             };
                             self.table.event(key, side, ready, now);
                         }

@@ -54,6 +54,8 @@ pub struct Ready {
     pub writable: bool,
     /// An error or hang-up: the next read or write surfaces it.
     pub error: bool,
+    /// The peer shut its writing side (FIN) or the socket hung up.
+    pub read_closed: bool,
 }
 
 /// A connection in the table.
@@ -199,6 +201,7 @@ impl<S: Socket> Table<S> {
         // Errors and hang-ups are surfaced by the next read or write, so they count as ready.
         peer.readable |= ready.readable || ready.error;
         peer.writable |= ready.writable || ready.error;
+        peer.hung_up |= ready.read_closed || ready.error;
         if side == Side::Server && entry.conn.phase() == Phase::Connecting {
             self.check_connect(key, now);
         } else if ready.error && entry.conn.read_done(side) {
@@ -323,7 +326,12 @@ impl<S: Socket> Table<S> {
             }
         }
         let conn = &entry.conn;
-        let tcp = [conn.client.sock.tcp_stats(), conn.server.sock.tcp_stats()];
+        // The hex dump's closing figures: two getsockopt calls a connection nobody logs
+        // need not make.
+        let tcp = match self.settings.log_data {
+            true => [conn.client.sock.tcp_stats(), conn.server.sock.tcp_stats()],
+            false => [None, None],
+        };
         let undelivered = conn.undelivered();
         let bytes = [
             conn.bytes(Dir::ClientToServer)

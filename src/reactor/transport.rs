@@ -73,6 +73,11 @@ impl Stream for Transport {
             Transport::Tcp(s) => s.can_splice(),
         }
     }
+    fn short_read_drains(&self) -> bool {
+        match self {
+            Transport::Tcp(s) => s.short_read_drains(),
+        }
+    }
     fn splice_in(&mut self, pipe: &Pipe, max: usize) -> io::Result<usize> {
         match self {
             Transport::Tcp(s) => s.splice_in(pipe, max),

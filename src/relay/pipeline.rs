@@ -46,6 +46,9 @@ pub struct Peer<S> {
     pub side: Side,
     pub readable: bool,
     pub writable: bool,
+    /// An event said the peer hung up or failed: reads go on until they say so, even after a
+    /// short one (the end is not announced twice).
+    pub hung_up: bool,
 }
 
 impl<S> Peer<S> {
@@ -55,6 +58,7 @@ impl<S> Peer<S> {
             side,
             readable: false,
             writable: false,
+            hung_up: false,
         }
     }
 }
@@ -384,15 +388,18 @@ impl Pipeline {
         } else {
             None
         };
-        let (got, flight) = match pipe {
+        let (got, flight, asked) = match pipe {
             Some(pipe) => (
                 src.sock.splice_in(&pipe, pool.pipe_size()),
                 Flight::Pipe(pipe),
+                // A pipe may hold less than it was sized for (F_SETPIPE_SZ can be refused), so
+                // a short splice says nothing about what is left: no read counts as short.
+                0,
             ),
             None => match pool.get() {
                 Some(mut buf) => {
                     let room = buf.len().min(limit);
-                    (src.sock.read(&mut buf[..room]), Flight::Buf(buf))
+                    (src.sock.read(&mut buf[..room]), Flight::Buf(buf), room)
                 }
                 None if self.stages.is_none() && src.sock.can_peek() => {
                     return self.peek_through(src, dst, pool, tap);
@@ -402,6 +409,9 @@ impl Pipeline {
         };
         match got {
             Ok(n) if n > 0 => {
+                if n < asked && !src.hung_up && src.sock.short_read_drains() {
+                    src.readable = false;
+                }
                 let mut flight = flight;
                 match &mut flight {
                     Flight::Buf(buf) => {

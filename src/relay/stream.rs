@@ -45,6 +45,13 @@ pub trait Stream {
     fn can_splice(&self) -> bool {
         false
     }
+    /// True when a read that returns less than was asked for has emptied the stream for now
+    /// (a kernel socket: the next read would say `WouldBlock`, and new bytes bring a new
+    /// event). The direction then skips that read: one `recv` less per exchange. Not so for a
+    /// stream that holds bytes of its own (a TLS session's plaintext), hence the default.
+    fn short_read_drains(&self) -> bool {
+        false
+    }
     /// Moves up to `max` bytes from this stream into `pipe`.
     fn splice_in(&mut self, _pipe: &Pipe, _max: usize) -> io::Result<usize> {
         Err(io::ErrorKind::Unsupported.into())
@@ -92,6 +99,9 @@ impl Stream for mio::net::TcpStream {
         sys::available(self)
     }
     fn can_splice(&self) -> bool {
+        true
+    }
+    fn short_read_drains(&self) -> bool {
         true
     }
     fn splice_in(&mut self, pipe: &Pipe, max: usize) -> io::Result<usize> {

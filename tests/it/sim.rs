@@ -134,6 +134,10 @@ struct Params {
     splice: bool,
     /// The sockets can peek and discard (kernel sockets can; a TLS session could not).
     peek: bool,
+    /// The sockets read as the kernel's do: a read returns all there is up to what was
+    /// asked, so a short one leaves nothing (`Stream::short_read_drains`); else reads return
+    /// any amount and only `WouldBlock` says the socket is empty.
+    drains: bool,
     /// Bytes the log queue holds before it refuses more.
     log_bound: usize,
     /// 1 in N socket calls is interrupted (0: never).
@@ -245,6 +249,7 @@ impl Params {
             log_data,
             splice: !log_data && rng.chance(1, 2),
             peek: rng.chance(3, 4),
+            drains: rng.chance(1, 2),
             log_bound: rng.pick(&[1, buffer, 3 * buffer, 1000, usize::MAX / 4]),
             eintr: if rng.chance(1, 3) { 16 } else { 0 },
             conns,
@@ -362,6 +367,7 @@ struct World {
     log_data: bool,
     peek: bool,
     splice: bool,
+    drains: bool,
     /// The sim's clock, ms.
     now_ms: u64,
     /// Calls that tell which paths the case took.
@@ -416,7 +422,10 @@ impl SimSock {
         }
         let link = &mut w.cases[self.case].links[self.side.index()];
         if !link.inbound.is_empty() {
-            let n = w.rng.amount(max.min(link.inbound.len()));
+            let n = match w.drains {
+                true => max.min(link.inbound.len()),
+                false => w.rng.amount(max.min(link.inbound.len())),
+            };
             out.extend(link.inbound.iter().take(n));
             if consume {
                 link.inbound.drain(..n);
@@ -545,6 +554,10 @@ impl Stream for SimSock {
 
     fn can_splice(&self) -> bool {
         self.w.borrow().splice
+    }
+
+    fn short_read_drains(&self) -> bool {
+        self.w.borrow().drains
     }
 
     fn splice_in(&mut self, pipe: &Pipe, max: usize) -> io::Result<usize> {
@@ -866,6 +879,7 @@ impl Sim {
             log_data: p.log_data,
             peek: p.peek,
             splice: p.splice,
+            drains: p.drains,
             peeks: 0,
             splices: 0,
             now_ms: 0,
@@ -1076,7 +1090,7 @@ impl Sim {
         match act {
             Act::Open(c) => self.open(c, now),
             Act::Event(c, side, r, wr, e) => {
-                let (r, wr, e, key) = {
+                let (r, wr, e, closed, key) = {
                     let mut w = self.w.borrow_mut();
                     let w = &mut *w;
                     // mio may report the kinds of readiness together or apart.
@@ -1089,7 +1103,9 @@ impl Sim {
                     l.ev_read &= !r;
                     l.ev_write &= !wr;
                     l.ev_error &= !e;
-                    (r, wr, e, w.cases[c].key)
+                    // epoll's mask says RDHUP in every report once the FIN is in.
+                    let closed = l.peer_fin || l.reset;
+                    (r, wr, e, closed, w.cases[c].key)
                 };
                 act = Act::Event(c, side, r, wr, e);
                 if let Some(key) = key {
@@ -1097,6 +1113,7 @@ impl Sim {
                         readable: r,
                         writable: wr,
                         error: e,
+                        read_closed: r && closed,
                     };
                     self.table.event(key, side, ready, now);
                 }
@@ -1115,6 +1132,7 @@ impl Sim {
                         readable: r,
                         writable: wr,
                         error: false,
+                        read_closed: false,
                     };
                     self.table.event(key, side, ready, now);
                 }
