@@ -96,6 +96,11 @@ pub struct BenchArgs {
           value_parser = parse::buffer_size)]
     pub buffer_size: Size,
 
+    /// The proxy's --no-splice: with --log none, relay with read/write, for the crossover
+    /// between the two
+    #[arg(long = "no-splice")]
+    pub no_splice: bool,
+
     /// A fault on the proxy's connections, as tcpspy's --fault (repeatable): with --rtt and
     /// `latency:latency=10`, the latency added beside the asked 10 ms is its accuracy
     #[arg(long = "fault", value_name = "TYPE[:ATTR=VALUE,...]",
@@ -157,6 +162,8 @@ pub struct BenchConfig {
     pub json: bool,
     pub log_queue: usize,
     pub buffer_size: usize,
+    /// Splice what nothing logs (the proxy's default; off with `--no-splice`).
+    pub splice: bool,
     /// The proxy's toxics (`--fault`).
     pub faults: Vec<crate::faults::Toxic>,
 }
@@ -197,6 +204,7 @@ impl BenchConfig {
             json: args.json,
             log_queue: args.log_queue.bytes(),
             buffer_size: args.buffer_size.bytes(),
+            splice: !args.no_splice,
             faults: args.fault.into_iter().map(|f| f.toxic).collect(),
         })
     }

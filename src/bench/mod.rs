@@ -202,7 +202,7 @@ fn proxy_config(cfg: &BenchConfig, target: SocketAddr, log_dir: &Path) -> Result
         max_connections: defaults::MAX_CONNECTIONS,
         max_open_files: None,
         on_log_error: LogErrorAction::Report,
-        splice: true,
+        splice: cfg.splice,
         // The progress bar is on stderr.
         connection_lines: false,
         faults: crate::faults::Plan {
