@@ -58,9 +58,9 @@ pub enum Event {
         /// How each side ended, in order.
         ends: Vec<(Side, End)>,
         /// Pauses of reading per direction.
-        held: [Holds; 2],
+        held: Box<[Holds; 2]>,
         /// The kernel's view of each socket at the end, indexed by [`Side`].
-        tcp: [Option<TcpStats>; 2],
+        tcp: Box<[Option<TcpStats>; 2]>,
     },
     /// A stage of a direction acted (a fault): a story line for the record.
     Note {
@@ -74,7 +74,7 @@ pub enum Event {
     /// name it from now on.
     Rule {
         index: usize,
-        rule: crate::config::Rule,
+        rule: Box<crate::config::Rule>,
     },
     /// A line for stderr, in order with the connection lines (the SIGUSR1 summary).
     Line(String),
@@ -96,16 +96,26 @@ impl Event {
             Event::End { how, .. } => end_heap(how),
             Event::Close { ends, .. } => ends.iter().fold(
                 ends.capacity()
-                    .saturating_mul(std::mem::size_of::<(Side, End)>()),
+                    .saturating_mul(std::mem::size_of::<(Side, End)>())
+                    .saturating_add(CLOSE_BOXES),
                 |n, (_, how)| n.saturating_add(end_heap(how)),
             ),
             Event::Line(line) => line.capacity(),
             Event::Note { text, .. } => text.capacity(),
-            Event::Rule { rule, .. } => rule.target_name.capacity() + rule.spec.capacity(),
+            Event::Rule { rule, .. } => {
+                std::mem::size_of::<crate::config::Rule>()
+                    + rule.target_name.capacity()
+                    + rule.spec.capacity()
+            }
             Event::Open { .. } | Event::Connected { .. } | Event::Held { .. } | Event::Stop => 0,
         }
     }
 }
+
+/// What a Close event's boxed figures take: boxed, since a Close is one event per connection
+/// while every event in the queue, a data chunk of a few bytes too, is as big as the biggest.
+const CLOSE_BOXES: usize =
+    std::mem::size_of::<[Holds; 2]>() + std::mem::size_of::<[Option<TcpStats>; 2]>();
 
 fn end_heap(how: &End) -> usize {
     match how {
@@ -162,11 +172,11 @@ mod tests {
             undelivered: [0; 2],
             ends,
             held: Default::default(),
-            tcp: [None, None],
+            tcp: Box::new([None, None]),
         };
         assert_eq!(
             close.cost(),
-            base + 4 * std::mem::size_of::<(Side, End)>() + 100
+            base + 4 * std::mem::size_of::<(Side, End)>() + 100 + CLOSE_BOXES
         );
         let line = String::with_capacity(300);
         assert_eq!(Event::Line(line).cost(), base + 300);

@@ -790,8 +790,8 @@ impl Worker {
                     bytes,
                     undelivered,
                     ends,
-                    held,
-                    tcp,
+                    held: *held,
+                    tcp: *tcp,
                 };
                 self.outputs
                     .each(&mut self.io, |out, io| out.close(&conn, &closed, io));
@@ -815,9 +815,9 @@ impl Worker {
             }
             Event::Rule { index, rule } => {
                 while self.cfg.rules.len() <= index {
-                    self.cfg.rules.push(rule.clone());
+                    self.cfg.rules.push((*rule).clone());
                 }
-                self.cfg.rules[index] = rule.clone();
+                self.cfg.rules[index] = (*rule).clone();
                 self.outputs
                     .each(&mut self.io, |out, io| out.rule(index, &rule, io));
             }

@@ -418,7 +418,7 @@ impl Reactor {
                     .map_err(|e| format!("cannot listen: {e}"))?;
                 self.log.send(Event::Rule {
                     index: i,
-                    rule: rule.clone(),
+                    rule: Box::new(rule.clone()),
                 });
                 self.line(format!(
                     "tcpspy: listening on {}, relaying to {}; {}",

@@ -355,8 +355,8 @@ impl<S: Socket> Table<S> {
             bytes,
             undelivered,
             ends: conn.ends(),
-            held: entry.story.as_ref().map(|s| s.totals).unwrap_or_default(),
-            tcp,
+            held: Box::new(entry.story.as_ref().map(|s| s.totals).unwrap_or_default()),
+            tcp: Box::new(tcp),
         });
         self.closed.push(key);
     }

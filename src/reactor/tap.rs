@@ -159,7 +159,7 @@ pub fn log_unconnected(
         undelivered: [0; 2],
         ends,
         held: Default::default(),
-        tcp: [None, None],
+        tcp: Box::new([None, None]),
     });
 }
 
