@@ -143,6 +143,7 @@ pub fn log_unconnected(
         target,
         local: unspecified(&target),
         at,
+        target_name: None,
     });
     for (side, how) in &ends {
         tx.send(Event::End {
