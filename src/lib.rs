@@ -269,8 +269,8 @@ pub fn run(config: Config) -> Result<Outcome> {
         let kind = config.proxy.kind(i);
         if kind != proxy::Kind::Forward {
             log::eprint_line(&format!(
-                "tcpspy: {} proxy on {bound} ({}); {}; up to {} connections at once",
-                kind.stage(),
+                "tcpspy: listening on {bound}, a {} proxy ({}); {}; up to {} connections at once",
+                kind.name(),
                 rule.spec,
                 config::logging_summary(&config),
                 proxy.limits().max_connections,

@@ -37,6 +37,16 @@ impl Kind {
         }
     }
 
+    /// What it is called in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Forward => "forwarding",
+            Kind::Socks5 => "SOCKS5",
+            Kind::HttpProxy => "HTTP",
+            Kind::Transparent => "transparent",
+        }
+    }
+
     /// The stage name of its story lines in the hex dump.
     pub fn stage(self) -> &'static str {
         match self {

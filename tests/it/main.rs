@@ -15,6 +15,7 @@ mod logger;
 mod memory;
 mod parsers;
 mod pcap;
+mod proxy;
 mod relay;
 mod sim;
 mod startup;
