@@ -330,20 +330,6 @@ pub fn fd_budget(
     (conns > 0).then_some((files.max(1) as usize, conns as usize))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn budget() {
-        assert_eq!(fd_budget(20_000, 1, true, None), Some((1024, 9471)));
-        assert_eq!(fd_budget(20_000, 1, false, None), Some((1, 9983)));
-        assert_eq!(fd_budget(64, 1, true, None), Some((8, 11)));
-        assert_eq!(fd_budget(64, 1, true, Some(30)), None);
-        assert_eq!(fd_budget(10, 1, true, None), None);
-    }
-}
-
 /// The destination a connection had before the firewall redirected it to us (iptables
 /// `REDIRECT`, nftables `redirect`): SO_ORIGINAL_DST for IPv4, IP6T_SO_ORIGINAL_DST for IPv6
 /// (both 80, at SOL_IP and SOL_IPV6). Not redirected, the kernel answers ENOENT.
@@ -393,4 +379,18 @@ pub fn original_dst<S: std::os::fd::AsRawFd>(sock: &S) -> io::Result<std::net::S
         }
     }
     Err(io::Error::last_os_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget() {
+        assert_eq!(fd_budget(20_000, 1, true, None), Some((1024, 9471)));
+        assert_eq!(fd_budget(20_000, 1, false, None), Some((1, 9983)));
+        assert_eq!(fd_budget(64, 1, true, None), Some((8, 11)));
+        assert_eq!(fd_budget(64, 1, true, Some(30)), None);
+        assert_eq!(fd_budget(10, 1, true, None), None);
+    }
 }

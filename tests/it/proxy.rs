@@ -405,7 +405,7 @@ fn http_proxy_tunnels_connect_and_relays_absolute_form() {
     );
     assert_eq!(rows[1]["target"], waddr.to_string());
     let hex = hex_dump(dir.path(), "0002");
-    assert!(hex.contains(&format!("Proxy http-proxy on ")), "{hex}");
+    assert!(hex.contains("Proxy http-proxy on "), "{hex}");
     assert!(hex.contains("answered 200 Connection established"), "{hex}");
     let streams = tcpspy::log::hexdump::streams(&hex).unwrap();
     assert!(
