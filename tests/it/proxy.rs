@@ -565,3 +565,83 @@ fn a_proxy_listener_beyond_loopback_needs_auth_or_allow() {
     let (code, err) = run_to_exit(&["--http-proxy", "0.0.0.0:0", "--allow", "bogus pattern"]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// The transparent listener in a network namespace the test makes: iptables redirects a
+/// user's connections (nobody's, so that tcpspy's own upstream connects are left alone) to
+/// tcpspy, which relays each to its original destination; a connection made straight to the
+/// listener is refused, never looped.
+#[test]
+fn transparent_relays_redirected_connections_to_their_original_destination() {
+    need("unshare");
+    need("iptables");
+    need("ip");
+    need("setpriv");
+    need("curl");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let logs = dir.path().join("logs");
+    let script = format!(
+        r#"set -e
+ip link set lo up
+iptables -t nat -A OUTPUT -p tcp -d 127.0.0.1 --dport 8000 -m owner --uid-owner 65534 -j REDIRECT --to-ports 9040 || {{ echo "SKIP: iptables cannot redirect here"; exit 0; }}
+{bin} --transparent 127.0.0.1:9040 -d {logs} 2>{dir}/spy.err &
+spy=$!
+python3 -c '
+import socket
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", 8000)); l.listen(8)
+open("{dir}/server.ready", "w").close()
+while True:
+    c, _ = l.accept(); d = c.recv(65536)
+    body = b"origin saw " + d.split(b"\r\n")[0]
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body); c.close()
+' &
+server=$!
+for i in $(seq 1 300); do [ -e {dir}/server.ready ] && grep -q "listening on" {dir}/spy.err && break; sleep 0.05; done
+setpriv --reuid=65534 --regid=65534 --clear-groups curl -sS --max-time 10 http://127.0.0.1:8000/through
+echo
+curl -sS --max-time 5 http://127.0.0.1:9040/direct || echo "direct: refused"
+kill $spy; wait $spy || true
+kill $server || true
+"#,
+        bin = bin(),
+        logs = logs.display(),
+        dir = dir.path().display()
+    );
+    let out = tool("unshare")
+        .args(["-n", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stdout.contains("SKIP:")
+        || stderr.contains("unshare failed")
+        || stderr.contains("Operation not permitted")
+    {
+        eprintln!("transparent mode not tested: {stdout} {stderr}");
+        return;
+    }
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("origin saw GET /through HTTP/1.1"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("direct: refused"), "{stdout}\n{stderr}");
+    let rows = index(&logs);
+    assert_eq!(rows[0]["target"], "127.0.0.1:8000", "{rows:?}");
+    let hex = hex_dump(&logs, "0001");
+    assert!(
+        hex.contains("Proxy transparent on ")
+            && hex.contains("original destination 127.0.0.1:8000"),
+        "{hex}"
+    );
+    let hex = hex_dump(&logs, "0002");
+    assert!(
+        hex.contains("is this listener") || hex.contains("no original destination"),
+        "{hex}"
+    );
+}
