@@ -16,6 +16,7 @@ mod memory;
 mod parsers;
 mod pcap;
 mod proxy;
+mod proxy_props;
 mod relay;
 mod sim;
 mod startup;
