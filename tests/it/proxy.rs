@@ -645,3 +645,54 @@ kill $server || true
         "{hex}"
     );
 }
+
+/// PySocks, a Python client, through the SOCKS5 listener (with and without
+/// username/password) and through the HTTP listener's CONNECT.
+#[test]
+fn pysocks_python_client_through_socks5_and_http_connect() {
+    need("pysocks");
+    let dir = tempfile::tempdir().unwrap();
+    let web = listener();
+    let waddr = web.local_addr().unwrap();
+    http_server(web, "python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/pysocks_client.py");
+    let run = |kind: &str, proxy: SocketAddr, auth: &[&str]| {
+        let out = tool("pysocks")
+            .arg(&script)
+            .arg(kind)
+            .arg(proxy.port().to_string())
+            .arg(waddr.port().to_string())
+            .args(auth)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let mut socks = spy("--socks5", dir.path(), &[]);
+    assert_eq!(
+        run("socks5", socks.addr, &[]),
+        "python [GET /python HTTP/1.1]"
+    );
+    socks.wait_closed(1);
+    assert_eq!(socks.stop(), 0);
+    let rows = index(dir.path());
+    assert_eq!(
+        rows[0]["target_name"],
+        format!("localhost:{}", waddr.port())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut socks = spy("--socks5", dir.path(), &["--proxy-auth", "py:thon"]);
+    assert_eq!(
+        run("socks5", socks.addr, &["py", "thon"]),
+        "python [GET /python HTTP/1.1]"
+    );
+    assert!(run("socks5", socks.addr, &["py", "wrong"]).starts_with("refused:"));
+    socks.wait_closed(2);
+    assert_eq!(socks.stop(), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut http = spy("--http-proxy", dir.path(), &[]);
+    assert_eq!(run("http", http.addr, &[]), "python [GET /python HTTP/1.1]");
+    http.wait_closed(1);
+    assert_eq!(http.stop(), 0);
+}
