@@ -4,8 +4,8 @@
 //! host. Everything else is answered here: 400 with a one-line reason, 407 without the
 //! `--proxy-auth` credentials, and (by the caller) 403, 502, 504.
 //!
-//! A connection that began with an absolute-form request stays with that request's host:
-//! later requests on it are relayed there too (tcpspy does not parse the relayed bytes).
+//! A connection that began with an absolute-form request stays with that request's host: a
+//! later request on it for another host closes it ([`super::guard`]).
 
 use super::Dest;
 
@@ -170,7 +170,7 @@ mod tests {
                 s,
                 Step::Connect {
                     tunnel: true,
-                    head: 46,
+                    head: 45,
                     ..
                 }
             ),

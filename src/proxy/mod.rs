@@ -5,6 +5,7 @@
 //! ([`pending`]) that runs on the reactor before the relay takes over.
 
 pub mod allow;
+pub mod guard;
 pub mod http;
 pub mod pending;
 pub mod resolve;
@@ -59,7 +60,7 @@ impl Kind {
 }
 
 /// The stage names of the proxy handshakes' story lines.
-pub const STAGES: [&str; 3] = ["socks5", "http-proxy", "transparent"];
+pub const STAGES: [&str; 3] = ["socks5", guard::NAME, "transparent"];
 
 /// Who may use the proxy listeners, and for where.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -40,6 +40,8 @@ pub struct Handover {
     pub target: SocketAddr,
     pub client: TcpStream,
     pub server: TcpStream,
+    /// An absolute-form HTTP connection's watch for requests to other hosts.
+    pub guard: Option<super::guard::HostGuard>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -829,6 +831,12 @@ impl Pending {
             id: h.id,
             at: SystemTime::now(),
         });
+        let guard = match (&h.dest, h.kind, h.tunnel) {
+            (Some(d), Kind::HttpProxy, false) => {
+                Some(super::guard::HostGuard::new(d.clone(), &h.early))
+            }
+            _ => None,
+        };
         if !h.early.is_empty() {
             // Small (a request head at most): the fresh socket's buffer takes it whole.
             let early = std::mem::take(&mut h.early);
@@ -859,6 +867,7 @@ impl Pending {
             target,
             client: h.client,
             server,
+            guard,
         })
     }
 

@@ -473,6 +473,9 @@ impl Reactor {
         let _ = h.client.set_nodelay(true);
         let mut conn = Conn::new(Transport::Tcp(h.client), Transport::Tcp(h.server));
         conn.connected();
+        if let Some(guard) = h.guard {
+            conn.add_stage(Dir::ClientToServer, Box::new(guard));
+        }
         add_faults(&self.settings, &mut conn, h.rule, h.id, now);
         let key = self.table.insert(h.id, h.rule, h.addr, h.target, conn, now);
         let both = Interest::READABLE | Interest::WRITABLE;

@@ -696,3 +696,57 @@ fn pysocks_python_client_through_socks5_and_http_connect() {
     http.wait_closed(1);
     assert_eq!(http.stop(), 0);
 }
+
+/// A connection that began with an absolute-form request belongs to that request's host: a
+/// later request on it for another host closes it before a byte of it is relayed, and curl,
+/// reusing its proxy connection, retries on a new one that tcpspy sends to the right host.
+#[test]
+fn http_proxy_closes_a_connection_that_asks_for_another_host() {
+    need("curl");
+    let dir = tempfile::tempdir().unwrap();
+    let a = listener();
+    let aaddr = a.local_addr().unwrap();
+    http_server(a, "host a");
+    let b = listener();
+    let baddr = b.local_addr().unwrap();
+    http_server(b, "host b");
+    let mut spy = spy("--http-proxy", dir.path(), &[]);
+    let mut s = connect(spy.addr);
+    let first = format!("GET http://{aaddr}/1 HTTP/1.1\r\nHost: {aaddr}\r\n\r\n");
+    s.write_all(first.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("host a [GET http://"));
+    let same = format!("GET http://{aaddr}/2 HTTP/1.1\r\nHost: {aaddr}\r\n\r\n");
+    s.write_all(same.as_bytes()).unwrap();
+    let n = s.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains("/2 HTTP/1.1]"),
+        "the same host: relayed"
+    );
+    let other = format!("GET http://{baddr}/3 HTTP/1.1\r\nHost: {baddr}\r\n\r\n");
+    s.write_all(other.as_bytes()).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "closed, nothing from host a: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    let (code, body, err) = curl(&[
+        "-x",
+        &format!("http://{}", spy.addr),
+        &format!("http://{aaddr}/x"),
+        &format!("http://{baddr}/y"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        body.contains("host a [GET http://") && body.contains("host b [GET http://"),
+        "{body}"
+    );
+    assert!(body.contains("/y HTTP/1.1]"), "{body}");
+    spy.wait_closed(2);
+    assert_eq!(spy.stop(), 0);
+    let hex = hex_dump(dir.path(), "0001");
+    assert!(hex.contains("is for 127.0.0.1:"), "{hex}");
+}
