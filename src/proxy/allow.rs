@@ -82,6 +82,12 @@ impl Pattern {
         self.port.is_none_or(|p| p == port)
     }
 
+    /// True if it names addresses (an address or CIDR): a name that matched no glob may
+    /// still be allowed by its resolved address.
+    pub fn is_net(&self) -> bool {
+        matches!(self.host, Host::Net(..))
+    }
+
     pub fn matches_name(&self, name: &str, port: u16) -> bool {
         self.port_ok(port)
             && match &self.host {

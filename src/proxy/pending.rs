@@ -42,6 +42,8 @@ pub struct Handover {
     pub server: TcpStream,
     /// An absolute-form HTTP connection's watch for requests to other hosts.
     pub guard: Option<super::guard::HostGuard>,
+    /// Bytes of the client's the handshake already wrote upstream.
+    pub early: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -648,8 +650,12 @@ impl Pending {
             }
             Dest::Name(host, port) => {
                 if !self.policy.allows_name(&host, port) {
-                    if !self.policy.allow.iter().any(|_| true) {
-                        self.refuse(key, NOT_ALLOWED, "not allowed (--allow)");
+                    if !self.policy.allow.iter().any(super::Pattern::is_net) {
+                        self.refuse(
+                            key,
+                            NOT_ALLOWED,
+                            &format!("{host}:{port} is not allowed (--allow)"),
+                        );
                         return true;
                     }
                     h.check_addrs = true;
@@ -837,6 +843,7 @@ impl Pending {
             }
             _ => None,
         };
+        let early_len = h.early.len() as u64;
         if !h.early.is_empty() {
             // Small (a request head at most): the fresh socket's buffer takes it whole.
             let early = std::mem::take(&mut h.early);
@@ -868,6 +875,7 @@ impl Pending {
             client: h.client,
             server,
             guard,
+            early: early_len,
         })
     }
 

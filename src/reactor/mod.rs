@@ -473,6 +473,7 @@ impl Reactor {
         let _ = h.client.set_nodelay(true);
         let mut conn = Conn::new(Transport::Tcp(h.client), Transport::Tcp(h.server));
         conn.connected();
+        conn.count_relayed(Dir::ClientToServer, h.early);
         if let Some(guard) = h.guard {
             conn.add_stage(Dir::ClientToServer, Box::new(guard));
         }

@@ -299,21 +299,30 @@ fn socks5_username_and_password() {
     let web = listener();
     let waddr = web.local_addr().unwrap();
     http_server(web, "secret");
-    let mut spy = spy("--socks5", dir.path(), &["--proxy-auth", "alice:s3cret"]);
-    let url = format!("http://{waddr}/");
-    let good = format!("socks5://alice:s3cret@{}", spy.addr);
+    let allow = format!("localhost:{}", waddr.port());
+    let mut spy = spy(
+        "--socks5",
+        dir.path(),
+        &["--proxy-auth", "alice:s3cret", "--allow", &allow],
+    );
+    let url = format!("http://localhost:{}/", waddr.port());
+    let good = format!("socks5h://alice:s3cret@{}", spy.addr);
     let (code, body, err) = curl(&["-x", &good, &url]);
     assert_eq!(
         (code, body.as_str()),
         (0, "secret [GET / HTTP/1.1]"),
         "{err}"
     );
-    let bad = format!("socks5://alice:wrong@{}", spy.addr);
+    // A name no glob allows is refused without being resolved.
+    let (code, _, err) = curl(&["-x", &good, "http://example.com/"]);
+    assert_eq!(code, 97, "{err}");
+    assert!(err.contains("(2)"), "{err}");
+    let bad = format!("socks5h://alice:wrong@{}", spy.addr);
     let (code, _, err) = curl(&["-x", &bad, &url]);
     assert_eq!(code, 97, "{err}");
-    let (code, _, err) = curl(&["--socks5", &spy.addr.to_string(), &url]);
+    let (code, _, err) = curl(&["--socks5-hostname", &spy.addr.to_string(), &url]);
     assert_eq!(code, 97, "{err}");
-    spy.wait_closed(3);
+    spy.wait_closed(4);
     assert_eq!(spy.stop(), 0);
 }
 
@@ -404,6 +413,8 @@ fn http_proxy_tunnels_connect_and_relays_absolute_form() {
         format!("localhost:{}", waddr.port())
     );
     assert_eq!(rows[1]["target"], waddr.to_string());
+    let sent = rows[0]["bytes_client_to_server"].as_u64().unwrap();
+    assert!(sent >= 30, "the absolute-form request counts as relayed: {sent}");
     let hex = hex_dump(dir.path(), "0002");
     assert!(hex.contains("Proxy http-proxy on "), "{hex}");
     assert!(hex.contains("answered 200 Connection established"), "{hex}");
