@@ -21,6 +21,7 @@ pub mod control;
 pub mod faults;
 pub mod log;
 pub mod pool;
+pub mod proxy;
 pub mod reactor;
 pub mod relay;
 pub mod stop;
@@ -151,6 +152,7 @@ impl Proxy {
             splice: config.splice && !logging,
             faults: lives.clone(),
             seed: config.faults.seed,
+            proxy: config.proxy.clone(),
         };
         let mut reactor = Reactor::new(poll, stop.clone(), listeners, settings, logger.sender())
             .context("cannot register the listeners")?;
@@ -263,7 +265,18 @@ fn faults_lines(config: &Config, bound: &[SocketAddr]) {
 /// The CLI's main job: runs the proxy until SIGINT or SIGTERM and prints a summary.
 pub fn run(config: Config) -> Result<Outcome> {
     let mut proxy = Proxy::new(&config)?;
-    for (rule, bound) in config.rules.iter().zip(proxy.local_addrs()) {
+    for (i, (rule, bound)) in config.rules.iter().zip(proxy.local_addrs()).enumerate() {
+        let kind = config.proxy.kind(i);
+        if kind != proxy::Kind::Forward {
+            log::eprint_line(&format!(
+                "tcpspy: listening on {bound}, a {} proxy ({}); {}; up to {} connections at once",
+                kind.name(),
+                rule.spec,
+                config::logging_summary(&config),
+                proxy.limits().max_connections,
+            ));
+            continue;
+        }
         let resolved = match rule.target_name == rule.target.to_string() {
             true => String::new(),
             false => format!(" ({})", rule.target),

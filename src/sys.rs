@@ -330,6 +330,57 @@ pub fn fd_budget(
     (conns > 0).then_some((files.max(1) as usize, conns as usize))
 }
 
+/// The destination a connection had before the firewall redirected it to us (iptables
+/// `REDIRECT`, nftables `redirect`): SO_ORIGINAL_DST for IPv4, IP6T_SO_ORIGINAL_DST for IPv6
+/// (both 80, at SOL_IP and SOL_IPV6). Not redirected, the kernel answers ENOENT.
+pub fn original_dst<S: std::os::fd::AsRawFd>(sock: &S) -> io::Result<std::net::SocketAddr> {
+    const SO_ORIGINAL_DST: libc::c_int = 80;
+    let fd = sock.as_raw_fd();
+    // SAFETY: sockaddr_in6 is plain data; zeroes are a valid value.
+    let mut storage: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::sockaddr_in6>();
+    for level in [libc::SOL_IP, libc::SOL_IPV6] {
+        let mut len = size as libc::socklen_t;
+        // SAFETY: the buffer is a sockaddr_in6, big enough for either family, and len says
+        // so; the kernel writes at most len bytes.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                level,
+                SO_ORIGINAL_DST,
+                (&raw mut storage).cast::<libc::c_void>(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            continue;
+        }
+        match libc::c_int::from(storage.sin6_family) {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a sockaddr_in, which fits in the sockaddr_in6.
+                let v4: libc::sockaddr_in = unsafe { std::ptr::read((&raw const storage).cast()) };
+                let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
+                return Ok(std::net::SocketAddr::new(
+                    ip.into(),
+                    u16::from_be(v4.sin_port),
+                ));
+            }
+            libc::AF_INET6 => {
+                let ip = std::net::Ipv6Addr::from(storage.sin6_addr.s6_addr);
+                let ip = ip
+                    .to_ipv4_mapped()
+                    .map_or(std::net::IpAddr::V6(ip), Into::into);
+                return Ok(std::net::SocketAddr::new(
+                    ip,
+                    u16::from_be(storage.sin6_port),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Err(io::Error::last_os_error())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

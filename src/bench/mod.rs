@@ -213,6 +213,7 @@ fn proxy_config(cfg: &BenchConfig, target: SocketAddr, log_dir: &Path) -> Result
             }],
             ..Default::default()
         },
+        proxy: Default::default(),
     })
 }
 

@@ -190,8 +190,61 @@ pub struct Args {
     #[arg(long = "seed", value_name = "N", help_heading = "Faults")]
     pub seed: Option<u64>,
 
+    /// A SOCKS5 proxy listener on [BIND:]PORT (repeatable; BIND defaults to 127.0.0.1):
+    /// clients name their destination (IPv4, IPv6 or a host name, resolved off the reactor)
+    #[arg(
+        long = "socks5",
+        value_name = "[BIND:]PORT",
+        help_heading = "Proxy listeners"
+    )]
+    pub socks5: Vec<Listen>,
+
+    /// An HTTP proxy listener on [BIND:]PORT (repeatable): `CONNECT host:port` tunnels, and
+    /// requests in absolute form (`GET http://host/...`) are relayed to their host
+    #[arg(
+        long = "http-proxy",
+        value_name = "[BIND:]PORT",
+        help_heading = "Proxy listeners"
+    )]
+    pub http_proxy: Vec<Listen>,
+
+    /// A listener for connections the firewall redirected (iptables -j REDIRECT, nftables
+    /// redirect): each goes to its original destination (SO_ORIGINAL_DST)
+    #[arg(
+        long = "transparent",
+        value_name = "[BIND:]PORT",
+        help_heading = "Proxy listeners"
+    )]
+    pub transparent: Vec<Listen>,
+
+    /// The proxy listeners' only user and password: SOCKS5 username/password (RFC 1929),
+    /// HTTP `Proxy-Authorization: Basic`
+    #[arg(long = "proxy-auth", value_name = "USER:PASS", value_parser = parse_proxy_auth,
+          help_heading = "Proxy listeners")]
+    pub proxy_auth: Option<(String, String)>,
+
+    /// A destination the proxy listeners may connect to (repeatable; default: any): a host
+    /// glob (`*.example.com`), an address or CIDR (`10.0.0.0/8`, `[::1]`), or `*`, each with an
+    /// optional `:PORT` (`*:443`). Others are refused (SOCKS "not allowed by ruleset", HTTP 403)
+    #[arg(long = "allow", value_name = "PATTERN", value_parser = parse_allow,
+          help_heading = "Proxy listeners")]
+    pub allow: Vec<crate::proxy::Pattern>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+fn parse_proxy_auth(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((u, p)) if !u.is_empty() && u.len() <= 255 && p.len() <= 255 => {
+            Ok((u.to_string(), p.to_string()))
+        }
+        _ => Err("expected USER:PASS (each at most 255 bytes, USER not empty)".into()),
+    }
+}
+
+fn parse_allow(s: &str) -> Result<crate::proxy::Pattern, String> {
+    s.parse()
 }
 
 fn parse_fault(s: &str) -> Result<crate::faults::spec::Flag, String> {
@@ -270,7 +323,12 @@ pub fn config(args: Args) -> Result<Config> {
         || args.listen_port.is_some()
         || args.target.is_some()
         || args.host.is_some()
-        || (args.forward.is_empty() && args.faults.is_none() && args.control.is_none());
+        || (args.forward.is_empty()
+            && args.faults.is_none()
+            && args.control.is_none()
+            && args.socks5.is_empty()
+            && args.http_proxy.is_empty()
+            && args.transparent.is_empty());
     // Rules as written, resolved after the checks below.
     let mut specs: Vec<(String, SocketAddr, Target)> = Vec::new();
     if short_form {
@@ -355,7 +413,28 @@ pub fn config(args: Args) -> Result<Config> {
         upstreams.push(p.upstream.clone());
         toxics.push(p.toxics);
     }
-    if specs.is_empty() && args.control.is_none() {
+    let proxies: Vec<(crate::proxy::Kind, std::net::SocketAddr)> = [
+        (crate::proxy::Kind::Socks5, &args.socks5),
+        (crate::proxy::Kind::HttpProxy, &args.http_proxy),
+        (crate::proxy::Kind::Transparent, &args.transparent),
+    ]
+    .into_iter()
+    .flat_map(|(k, ls)| ls.iter().map(move |l| (k, l.0)))
+    .collect();
+    let policy = crate::proxy::Policy {
+        auth: args.proxy_auth.clone(),
+        allow: args.allow.clone(),
+    };
+    for (kind, at) in &proxies {
+        if !at.ip().is_loopback() && policy.auth.is_none() && policy.allow.is_empty() {
+            bail!(
+                "{} {at}: a proxy listener beyond loopback is an open proxy; give --proxy-auth \
+                 USER:PASS or --allow PATTERN",
+                kind.flag()
+            );
+        }
+    }
+    if specs.is_empty() && args.control.is_none() && proxies.is_empty() {
         bail!("--listen is required (for example --listen 8080)");
     }
     for f in &args.fault {
@@ -408,6 +487,17 @@ pub fn config(args: Args) -> Result<Config> {
             spec,
         });
     }
+    let mut kinds = vec![crate::proxy::Kind::Forward; rules.len()];
+    for (kind, listen) in proxies {
+        let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        rules.push(Rule {
+            listen,
+            target: unspecified,
+            target_name: format!("{} destinations", kind.stage()),
+            spec: format!("{} {listen}", kind.flag()),
+        });
+        kinds.push(kind);
+    }
     let to_files = formats.hex || formats.binary || (formats.pcap && capture != Capture::Stdout);
     if args.log_budget.is_some() && !to_files {
         bail!("--log-budget: no log file is written (--log {formats}), so there is nothing to cap");
@@ -435,6 +525,7 @@ pub fn config(args: Args) -> Result<Config> {
         connection_lines: true,
         splice: !args.no_splice,
         faults,
+        proxy: config::ProxyPlan { kinds, policy },
     })
 }
 

@@ -195,6 +195,26 @@ pub struct Config {
     /// Faults: each rule's toxics, the seed, the control API (`--fault`, `--faults`,
     /// `--control`, `--seed`).
     pub faults: crate::faults::Plan,
+    /// The proxy listeners (`--socks5`, `--http-proxy`, `--transparent`): each rule's kind,
+    /// by rule index (a rule past the end is a forward rule), and who may use them.
+    pub proxy: ProxyPlan,
+}
+
+/// The proxy listeners' part of the [`Config`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyPlan {
+    pub kinds: Vec<crate::proxy::Kind>,
+    pub policy: crate::proxy::Policy,
+}
+
+impl ProxyPlan {
+    pub fn kind(&self, rule: usize) -> crate::proxy::Kind {
+        self.kinds.get(rule).copied().unwrap_or_default()
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.kinds.iter().any(|k| *k != crate::proxy::Kind::Forward)
+    }
 }
 
 /// The end of the "listening on" line: what is logged, and where, and the live view.

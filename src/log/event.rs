@@ -20,6 +20,8 @@ pub enum Event {
         /// The proxy's address on the upstream connection (its port names files).
         local: SocketAddr,
         at: SystemTime,
+        /// The destination as a proxy listener's client named it (`None`: the rule's).
+        target_name: Option<String>,
     },
     /// The upstream connect completed.
     Connected { id: ConnId, at: SystemTime },
@@ -107,7 +109,8 @@ impl Event {
                     + rule.target_name.capacity()
                     + rule.spec.capacity()
             }
-            Event::Open { .. } | Event::Connected { .. } | Event::Held { .. } | Event::Stop => 0,
+            Event::Open { target_name, .. } => target_name.as_ref().map_or(0, String::capacity),
+            Event::Connected { .. } | Event::Held { .. } | Event::Stop => 0,
         }
     }
 }

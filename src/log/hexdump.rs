@@ -495,8 +495,12 @@ pub fn note(
     at: SystemTime,
 ) {
     let (src, dst) = (dir.source(), dir.source().other());
+    let what = match crate::proxy::STAGES.contains(&stage) {
+        true => "Proxy",
+        false => "Fault",
+    };
     let line = format!(
-        "Fault {stage} on {} ({}) -> {} ({}) at ",
+        "{what} {stage} on {} ({}) -> {} ({}) at ",
         conn.peer(src),
         src.name(),
         conn.peer(dst),

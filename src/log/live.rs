@@ -123,8 +123,12 @@ pub fn note_line(
     at: SystemTime,
 ) {
     let (src, dst) = (dir.source(), dir.source().other());
+    let what = match crate::proxy::STAGES.contains(&stage) {
+        true => "proxy",
+        false => "fault",
+    };
     let line = format!(
-        "#{} fault {stage} {} {} -> {} {} at ",
+        "#{} {what} {stage} {} {} -> {} {} at ",
         conn.label,
         src.name(),
         conn.peer(src),

@@ -707,6 +707,7 @@ impl Worker {
                 target,
                 local,
                 at,
+                target_name,
             } => {
                 let label = match &self.cfg.label_prefix {
                     Some(p) => format!("{p}-{}", naming::number(id)),
@@ -716,12 +717,13 @@ impl Worker {
                     id,
                     label,
                     rule,
-                    target_name: self
-                        .cfg
-                        .rules
-                        .get(rule)
-                        .map(|r| r.target_name.clone())
-                        .unwrap_or_default(),
+                    target_name: target_name.unwrap_or_else(|| {
+                        self.cfg
+                            .rules
+                            .get(rule)
+                            .map(|r| r.target_name.clone())
+                            .unwrap_or_default()
+                    }),
                     client,
                     target,
                     local,

@@ -46,12 +46,18 @@ use listen::{Accepted, Listeners, Waiting};
 use table::{Ready, Table, TableSettings};
 use transport::Transport;
 
+use crate::proxy::Kind;
+use crate::proxy::pending::{Handover, Pending};
+
 pub use summary::{Summary, Totals};
 
 pub const WAKER: Token = Token(0);
 pub const SIGNALS: Token = Token(1);
 pub const LISTENER_BASE: usize = 16;
 pub const CONN_BASE: usize = 1 << 20;
+/// Tokens of connections in their proxy handshake (`HANDSHAKE_BASE + key * 2 + side`), above
+/// every connection token (`CONN_BASE + 2 * MAX_CONNECTIONS`).
+pub const HANDSHAKE_BASE: usize = 1 << 30;
 
 /// How long a stop waits for buffered bytes to reach their destination.
 pub const STOP_FLUSH: Duration = Duration::from_secs(1);
@@ -76,6 +82,8 @@ pub struct Settings {
     /// Each rule's toxics (by rule index; a rule past the end has none), and their seed.
     pub faults: Vec<Arc<Live>>,
     pub seed: u64,
+    /// The proxy listeners: each rule's kind, and their policy.
+    pub proxy: crate::config::ProxyPlan,
 }
 
 /// Gives each direction of a connection that its rule has toxics for a fault stage (unless it
@@ -127,6 +135,8 @@ pub struct Reactor {
     stopping: Option<Instant>,
     /// The control API's commands (`--control`).
     control: Option<Queue>,
+    /// Connections of proxy listeners in their handshake (with the resolver threads).
+    pending: Option<Pending>,
 }
 
 impl Reactor {
@@ -155,7 +165,22 @@ impl Reactor {
             pool,
             log.clone(),
         );
+        let pending = match settings.proxy.is_on() {
+            false => None,
+            true => {
+                let resolver = crate::proxy::resolve::Resolver::start(stop.waker().clone())?;
+                Some(Pending::new(
+                    settings.proxy.policy.clone(),
+                    settings.connect_timeout,
+                    log.clone(),
+                    settings.log_data,
+                    HANDSHAKE_BASE,
+                    Some(resolver),
+                ))
+            }
+        };
         Ok(Reactor {
+            pending,
             poll,
             settings,
             listeners,
@@ -203,6 +228,7 @@ impl Reactor {
                 match event.token() {
                     WAKER => self.on_wake(now),
                     SIGNALS => self.on_signals(),
+                    Token(t) if t >= HANDSHAKE_BASE => self.on_handshake(Token(t), now),
                     Token(t) if (LISTENER_BASE..CONN_BASE).contains(&t) => {
                         self.accept(t - LISTENER_BASE, now)
                     }
@@ -243,7 +269,8 @@ impl Reactor {
             return Some(Duration::ZERO);
         }
         let mut next = self.table.next_deadline();
-        for t in [self.listeners.paused.until, self.stopping]
+        let handshakes = self.pending.as_ref().and_then(Pending::next_deadline);
+        for t in [self.listeners.paused.until, self.stopping, handshakes]
             .into_iter()
             .flatten()
         {
@@ -263,6 +290,11 @@ impl Reactor {
         for r in requests {
             let answer = self.apply(r.command, now);
             let _ = r.answer.try_send(answer);
+        }
+        if let Some(p) = &mut self.pending {
+            for h in p.answers(self.poll.registry(), now) {
+                self.adopt(h, now);
+            }
         }
         self.table.resume_stalled(now);
         // The connections just resumed may have filled the queue again; if so the wait for
@@ -287,7 +319,7 @@ impl Reactor {
             return;
         }
         loop {
-            if self.table.len() >= self.settings.max_connections {
+            if self.connections() >= self.settings.max_connections {
                 self.listeners.paused.full = true;
                 return;
             }
@@ -318,6 +350,26 @@ impl Reactor {
         self.table.count_connection();
         // Small request/response traffic must not wait for Nagle on either leg.
         let _ = client.set_nodelay(true);
+        let kind = self.settings.proxy.kind(rule);
+        if kind != Kind::Forward {
+            let registry = self.poll.registry();
+            let handover = self.pending.as_mut().and_then(|p| {
+                p.open(
+                    registry,
+                    kind,
+                    rule,
+                    id,
+                    client,
+                    addr,
+                    SystemTime::now(),
+                    now,
+                )
+            });
+            if let Some(h) = handover {
+                self.adopt(h, now);
+            }
+            return;
+        }
         let w = Waiting {
             rule,
             client,
@@ -372,10 +424,18 @@ impl Reactor {
             target,
             local,
             at: w.at,
+            target_name: None,
         });
         let mut conn = Conn::new(Transport::Tcp(w.client), Transport::Tcp(server));
         add_faults(&self.settings, &mut conn, w.rule, w.id, now);
         let key = self.table.insert(w.id, w.rule, w.addr, target, conn, now);
+        self.register(key, false, now);
+        Ok(())
+    }
+
+    /// Registers a new table entry's sockets with the poll (`again`: sockets a proxy
+    /// handshake had registered already); a side that cannot be fails the connection.
+    fn register(&mut self, key: usize, again: bool, now: Instant) {
         let both = Interest::READABLE | Interest::WRITABLE;
         let registry = self.poll.registry();
         let registered = match self.table.conn_mut(key) {
@@ -384,9 +444,10 @@ impl Reactor {
                 (conn.server.sock.tcp_mut(), Side::Server),
             ]
             .into_iter()
-            .try_for_each(|(sock, side)| match sock {
-                Some(s) => registry.register(s, conn_token(key, side), both),
-                None => Ok(()),
+            .try_for_each(|(sock, side)| match (sock, again) {
+                (Some(s), false) => registry.register(s, conn_token(key, side), both),
+                (Some(s), true) => registry.reregister(s, conn_token(key, side), both),
+                (None, _) => Ok(()),
             }),
             None => Ok(()),
         };
@@ -394,7 +455,39 @@ impl Reactor {
             self.table
                 .fail(key, Side::Server, End::Error(e.to_string()), now);
         }
-        Ok(())
+    }
+
+    /// Connections relayed and in their handshake.
+    fn connections(&self) -> usize {
+        self.table
+            .len()
+            .saturating_add(self.pending.as_ref().map_or(0, Pending::len))
+    }
+
+    /// Readiness on a socket of a connection in its proxy handshake.
+    fn on_handshake(&mut self, token: Token, now: Instant) {
+        let registry = self.poll.registry();
+        let handover = self
+            .pending
+            .as_mut()
+            .and_then(|p| p.event(registry, token, now));
+        if let Some(h) = handover {
+            self.adopt(h, now);
+        }
+    }
+
+    /// A connection whose handshake is done: relayed from now on, like any other.
+    fn adopt(&mut self, h: Handover, now: Instant) {
+        let _ = h.client.set_nodelay(true);
+        let mut conn = Conn::new(Transport::Tcp(h.client), Transport::Tcp(h.server));
+        conn.connected();
+        conn.count_relayed(Dir::ClientToServer, h.early);
+        if let Some(guard) = h.guard {
+            conn.add_stage(Dir::ClientToServer, Box::new(guard));
+        }
+        add_faults(&self.settings, &mut conn, h.rule, h.id, now);
+        let key = self.table.insert(h.id, h.rule, h.addr, h.target, conn, now);
+        self.register(key, true, now);
     }
 
     /// Applies a command of the control API.
@@ -489,7 +582,7 @@ impl Reactor {
     /// Takes the clients that queued while we were at `max_connections`: the listeners are
     /// edge-triggered and raise no new event for them.
     fn accept_if_room(&mut self, now: Instant) {
-        if self.listeners.paused.full && self.table.len() < self.settings.max_connections {
+        if self.listeners.paused.full && self.connections() < self.settings.max_connections {
             self.listeners.paused.full = false;
             self.accept_all(now);
         }
@@ -510,6 +603,9 @@ impl Reactor {
                 }
                 self.accept_all(now);
             }
+        }
+        if let Some(p) = &mut self.pending {
+            p.expire(self.poll.registry(), now);
         }
         self.table.expire(now);
     }
@@ -546,6 +642,9 @@ impl Reactor {
     /// Stops accepting and reading; what is buffered gets [`STOP_FLUSH`] to be written.
     fn begin_stop(&mut self, now: Instant) {
         self.listeners.close(self.poll.registry());
+        if let Some(p) = &mut self.pending {
+            p.stop(self.poll.registry());
+        }
         for w in std::mem::take(&mut self.listeners.waiting) {
             let target = self
                 .settings

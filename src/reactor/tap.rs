@@ -143,7 +143,13 @@ pub fn log_unconnected(
         target,
         local: unspecified(&target),
         at,
+        target_name: None,
     });
+    log_ends(tx, id, ends);
+}
+
+/// The ends and the close of a connection that relayed nothing (its open is logged).
+pub fn log_ends(tx: &Sender, id: ConnId, ends: Vec<(Side, End)>) {
     for (side, how) in &ends {
         tx.send(Event::End {
             id,

@@ -97,6 +97,15 @@ impl<S: Stream> Conn<S> {
         self.halves[dir.index()].read
     }
 
+    /// Counts bytes that went from `dir`'s source to its sink before the relay began (a proxy
+    /// listener's handshake wrote them), so that totals and records include them.
+    pub fn count_relayed(&mut self, dir: Dir, n: u64) {
+        if let Some(h) = self.halves.get_mut(dir.index()) {
+            h.read = h.read.saturating_add(n);
+            h.written = h.written.saturating_add(n);
+        }
+    }
+
     /// Bytes read and written, both ways: it changes whenever the connection moved a byte
     /// (the idle timeout counts writes to a slow reader as activity, not only reads).
     pub fn activity(&self) -> u64 {

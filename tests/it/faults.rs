@@ -268,9 +268,11 @@ fn reset_peer_resets_the_client() {
 fn timeout_closes_after_its_time_and_lets_nothing_through() {
     let (_dir, target, _taddr, mut spy) =
         logging_spy(&["--fault", "timeout:timeout=200,stream=upstream"]);
+    // The toxic's time runs from the connection's start, as Toxiproxy's does: the clock starts
+    // before the connect, so that the bound below holds whenever tcpspy counted.
+    let t = Instant::now();
     let mut c = connect(spy.addr);
     let mut s = accept(&target);
-    let t = Instant::now();
     c.write_all(b"anyone there?").unwrap();
     let got = read_to_end(&mut s).unwrap();
     assert!(got.is_empty(), "nothing gets through: {got:?}");

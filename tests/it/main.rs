@@ -15,6 +15,8 @@ mod logger;
 mod memory;
 mod parsers;
 mod pcap;
+mod proxy;
+mod proxy_props;
 mod relay;
 mod sim;
 mod startup;
