@@ -7,7 +7,9 @@ use libfuzzer_sys::fuzz_target;
 use tcpspy::proxy::socks5::{Socks5, Step};
 
 fuzz_target!(|data: &[u8]| {
-    let (cut, rest) = data.split_first().map_or((1, data), |(c, r)| (*c as usize + 1, r));
+    let (cut, rest) = data
+        .split_first()
+        .map_or((1, data), |(c, r)| (*c as usize + 1, r));
     for auth in [None, Some(("user".to_string(), "pass".to_string()))] {
         let mut s = Socks5::new(auth);
         let mut buf: Vec<u8> = Vec::new();
