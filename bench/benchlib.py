@@ -113,6 +113,28 @@ def cpu_busy(interval=1.0):
     return 100.0 * ((t1 - t0) - (i1 - i0)) / CLK / interval
 
 
+def busiest(interval=1.0, n=3):
+    """(machine-wide CPU use over `interval` in % of one core, the `n` busiest processes then as
+    "comm pid pct%" strings) -- to name what else was running when a figure was taken."""
+    def snap():
+        t = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        s = f.read()
+                    r = s[s.rfind(")") + 2:].split()
+                    t[int(d)] = (s[s.find("(") + 1:s.rfind(")")], int(r[11]) + int(r[12]))
+                except (OSError, ValueError, IndexError):
+                    pass
+        return t
+    a = snap()
+    pct = cpu_busy(interval)
+    b = snap()
+    use = sorted(((b[p][1] - a[p][1], b[p][0], p) for p in b if p in a), reverse=True)[:n]
+    return pct, [f"{c} {p} {100.0 * d / CLK / interval:.0f}%" for d, c, p in use if d > 0]
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
