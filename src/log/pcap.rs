@@ -392,7 +392,7 @@ impl Conversation {
         }
         match how {
             End::Fin => self.fin(side, t, Some(&comment), out),
-            End::Shutdown | End::IdleTimeout | End::Fault { reset: false, .. } => {
+            End::Shutdown | End::IdleTimeout | End::Tls(_) | End::Fault { reset: false, .. } => {
                 // tcpspy closes both sockets: each side sees the other finish.
                 let mut comment = Some(comment);
                 for s in [side.other(), side] {
