@@ -120,6 +120,12 @@ impl Proxy {
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).context("cannot create the waker")?);
         let stop = StopHandle::new(waker.clone());
+        let keylog = match config.tls.as_ref().and_then(|t| t.keylog.as_ref()) {
+            Some(p) => Some(Arc::new(log::keylog::open(p).with_context(|| {
+                format!("--keylog {}: cannot open it", p.display())
+            })?)),
+            None => None,
+        };
         let logger = Logger::start(
             LogConfig {
                 dir: config.log_dir.clone(),
@@ -134,6 +140,7 @@ impl Proxy {
                 label_prefix: config.reuse_port.then(|| std::process::id().to_string()),
                 connection_lines: config.connection_lines,
                 budget: config.log_budget,
+                keylog,
             },
             Some(waker),
         )

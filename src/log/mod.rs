@@ -30,6 +30,7 @@ pub mod event;
 pub mod files;
 pub mod hexdump;
 pub mod index;
+pub mod keylog;
 pub mod live;
 pub mod naming;
 pub mod pcap;
@@ -92,6 +93,8 @@ pub struct LogConfig {
     pub label_prefix: Option<String>,
     /// `--log-budget`: the most bytes this run keeps in its log files.
     pub budget: Option<u64>,
+    /// `--keylog` (or `SSLKEYLOGFILE`), opened.
+    pub keylog: Option<Arc<std::fs::File>>,
 }
 
 /// What the logging thread did, for the exit summary.
@@ -387,6 +390,9 @@ impl Logger {
         }
         if cfg.connection_lines {
             outputs.push(Box::new(report::Report::default()));
+        }
+        if let Some(f) = &cfg.keylog {
+            outputs.push(Box::new(keylog::KeyLog::new(f.clone())));
         }
         Logger::start_with(cfg, outputs, waker)
     }

@@ -383,8 +383,15 @@ impl<S: Socket> Table<S> {
         );
         let id = entry.id;
         let at = SystemTime::now();
-        if let Some(w) = hs.take_wire() {
-            send_wire_pair(&self.log, id, w);
+        // The secrets go before the records they open (Wireshark reads the capture in order);
+        // the records only once the hello is one (else they are relayed as plain bytes).
+        if let Some(lines) = run.plan.keys.as_ref().and_then(|k| k.take()) {
+            self.log.send(Event::Keys(lines));
+        }
+        if hs.hello_seen() {
+            if let Some(w) = hs.take_wire() {
+                send_wire_pair(&self.log, id, w);
+            }
         }
         for what in hs.take_events() {
             self.log.send(Event::Tls {
@@ -392,9 +399,6 @@ impl<S: Socket> Table<S> {
                 at,
                 what: Box::new(what),
             });
-        }
-        if let Some(lines) = run.plan.keys.as_ref().and_then(|k| k.take()) {
-            self.log.send(Event::Keys(lines));
         }
         self.settle(key, step, now);
     }
