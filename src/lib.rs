@@ -121,9 +121,11 @@ impl Proxy {
             Arc::new(Waker::new(poll.registry(), WAKER).context("cannot create the waker")?);
         let stop = StopHandle::new(waker.clone());
         let keylog = match config.tls.as_ref().and_then(|t| t.keylog.as_ref()) {
-            Some(p) => Some(Arc::new(log::keylog::open(p).with_context(|| {
-                format!("--keylog {}: cannot open it", p.display())
-            })?)),
+            Some(p) => {
+                Some(Arc::new(log::keylog::open(p).with_context(|| {
+                    format!("--keylog {}: cannot open it", p.display())
+                })?))
+            }
             None => None,
         };
         let logger = Logger::start(

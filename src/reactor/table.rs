@@ -388,10 +388,10 @@ impl<S: Socket> Table<S> {
         if let Some(lines) = run.plan.keys.as_ref().and_then(|k| k.take()) {
             self.log.send(Event::Keys(lines));
         }
-        if hs.hello_seen() {
-            if let Some(w) = hs.take_wire() {
-                send_wire_pair(&self.log, id, w);
-            }
+        if hs.hello_seen()
+            && let Some(w) = hs.take_wire()
+        {
+            send_wire_pair(&self.log, id, w);
         }
         for what in hs.take_events() {
             self.log.send(Event::Tls {

@@ -386,10 +386,10 @@ impl Handshake {
         side: Side,
         why: String,
     ) -> Step {
-        if let Ok(config) = plan.refusing() {
-            if let Err((_, mut alert)) = a.into_connection(config) {
-                let _ = alert.write_all(&mut Writer(client));
-            }
+        if let Ok(config) = plan.refusing()
+            && let Err((_, mut alert)) = a.into_connection(config)
+        {
+            let _ = alert.write_all(&mut Writer(client));
         }
         Step::Failed(side, why)
     }
