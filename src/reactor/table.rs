@@ -354,7 +354,7 @@ impl<S: Socket> Table<S> {
         let Some(t) = entry.tls.as_mut() else {
             return;
         };
-        t.handshake = Some(crate::tls::Handshake::new(first, now, wire));
+        t.handshake = Some(crate::tls::Handshake::new(first, wire));
         // The handshakes get the connect timeout.
         let by = now.checked_add(self.settings.connect_timeout);
         self.timers.set(&mut entry.timers, key, Kind::Connect, by);
@@ -379,7 +379,6 @@ impl<S: Socket> Table<S> {
             &mut run.plan,
             &t.host,
             entry.target.ip(),
-            now,
         );
         let id = entry.id;
         let at = SystemTime::now();

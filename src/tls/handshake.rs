@@ -66,10 +66,11 @@ pub const MAX_HELLO: usize = 2 * (16 << 10) + 512;
 
 impl Handshake {
     /// Begins with the client's first bytes (already read from its socket).
-    pub fn new(first: Vec<u8>, now: Instant, wire: bool) -> Handshake {
+    pub fn new(first: Vec<u8>, wire: bool) -> Handshake {
         let mut h = Handshake {
             phase: Phase::Hello(Box::default()),
-            began: now,
+            // The clock itself: the reactor's time is the batch's, too coarse for this.
+            began: Instant::now(),
             raw: Vec::new(),
             max_raw: MAX_HELLO,
             sni: None,
@@ -130,13 +131,12 @@ impl Handshake {
         plan: &mut Plan,
         target_host: &str,
         target_ip: IpAddr,
-        now: Instant,
     ) -> Step {
         loop {
             let step = match std::mem::replace(&mut self.phase, Phase::Over) {
                 Phase::Hello(a) => self.hello(a, client, plan, target_host, target_ip),
-                Phase::Upstream(a, up) => self.upstream(a, up, client, server, plan, now),
-                Phase::Downstream(down, up) => self.downstream(down, up, client, plan, now),
+                Phase::Upstream(a, up) => self.upstream(a, up, client, server, plan),
+                Phase::Downstream(down, up) => self.downstream(down, up, client, plan),
                 Phase::Over => return Step::Wait,
             };
             match step {
@@ -231,7 +231,6 @@ impl Handshake {
         client: &mut S,
         server: &mut S,
         plan: &mut Plan,
-        now: Instant,
     ) -> Option<Step> {
         let mut conn = rustls::Connection::Client(*up);
         let failed = loop {
@@ -281,7 +280,6 @@ impl Handshake {
                 &up,
                 Some(self.upstream_name.clone()),
                 self.began,
-                now,
                 plan.insecure,
             ),
         ));
@@ -315,7 +313,6 @@ impl Handshake {
         up: Box<ClientConnection>,
         client: &mut S,
         plan: &mut Plan,
-        now: Instant,
     ) -> Option<Step> {
         let mut conn = rustls::Connection::Server(*down);
         loop {
@@ -366,7 +363,7 @@ impl Handshake {
         let rustls::Connection::Server(s) = conn else {
             return Some(Step::Failed(Side::Client, "lost the session".into()));
         };
-        let mut leg = leg_of(&s, self.sni.clone(), self.began, now, false);
+        let mut leg = leg_of(&s, self.sni.clone(), self.began, false);
         leg.subject = format!("CN={}", self.cert_name);
         leg.issuer = match plan.certs.ca_path() {
             Some(_) => "tcpspy CA".into(),
@@ -412,7 +409,6 @@ fn leg_of<D>(
     c: &rustls::ConnectionCommon<D>,
     sni: Option<String>,
     began: Instant,
-    now: Instant,
     unverified: bool,
 ) -> Leg {
     let version = match c.protocol_version() {
@@ -440,7 +436,7 @@ fn leg_of<D>(
             .map(|p| String::from_utf8_lossy(p).into_owned()),
         subject,
         issuer,
-        micros: u64::try_from(now.saturating_duration_since(began).as_micros()).unwrap_or(u64::MAX),
+        micros: u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX),
         unverified,
     }
 }
