@@ -315,7 +315,7 @@ mod tests {
     #[test]
     fn names_for_the_upstream() {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let n = |sni, host| format!("{:?}", server_name(sni, host, ip));
+        let n = |sni, host| server_name(sni, host, ip).to_str().into_owned();
         assert!(n(Some("a.example"), "b.example").contains("a.example"));
         assert!(n(None, "b.example").contains("b.example"));
         assert!(n(None, "127.0.0.1").contains("127.0.0.1"));
