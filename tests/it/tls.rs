@@ -484,6 +484,7 @@ fn psql_sslmode_require_through_an_upgrade() {
     need("openssl");
     need("psql");
     need("pg_ctlcluster");
+    need("setpriv");
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start(dir.path());
     let mut spy = tls_spy(dir.path(), pg.addr, &["--insecure"]);
@@ -544,7 +545,7 @@ impl Postgres {
         let as_pg = |program: PathBuf| {
             let mut c = match root {
                 true => {
-                    let mut c = Command::new("setpriv");
+                    let mut c = tool("setpriv");
                     c.args([
                         "--reuid",
                         "postgres",
@@ -561,14 +562,10 @@ impl Postgres {
             c
         };
         std::fs::create_dir(&data).unwrap();
+        let (uid, gid) = postgres_ids();
         if root {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir)
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok);
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid)).unwrap();
+            std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         let out = as_pg(bin.join("initdb"))
@@ -590,12 +587,9 @@ impl Postgres {
         let (cert, key) = server_cert(&data);
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         if root {
-            Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(&cert)
-                .arg(&key)
-                .status()
-                .unwrap();
+            for f in [&cert, &key] {
+                std::os::unix::fs::chown(f, Some(uid), Some(gid)).unwrap();
+            }
         }
         let port = held_port();
         let child = as_pg(bin.join("postgres"))
@@ -629,16 +623,28 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        // SIGTERM: a smart shutdown, quick with no client left.
-        unsafe_kill(self.server.child.id() as i32, 15);
+        // SIGINT: PostgreSQL's fast shutdown, its backends with it.
+        if let Ok(pid) = i32::try_from(self.server.child.id()) {
+            // SAFETY: kill(2) on a child of ours, which we then wait for.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+            let _ = self.server.child.wait();
+        }
     }
 }
 
-fn unsafe_kill(pid: i32, sig: i32) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status();
+/// The postgres user's and group's ids (from /etc/passwd).
+fn postgres_ids() -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.first() != Some(&"postgres") {
+                return None;
+            }
+            Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+        })
+        .unwrap_or((0, 0))
 }
 
 /// curl without tcpspy's CA refuses the certificate: the story tells the user which file
