@@ -26,6 +26,7 @@ pub mod reactor;
 pub mod relay;
 pub mod stop;
 pub mod sys;
+pub mod tls;
 pub mod types;
 
 use std::net::SocketAddr;
@@ -58,6 +59,8 @@ pub struct Proxy {
     limits: Limits,
     /// Where the control API listens, if it does.
     control: Option<SocketAddr>,
+    /// The start-up line of `--tls`.
+    tls_line: Option<String>,
 }
 
 /// How the descriptor limit was shared out at start-up.
@@ -117,6 +120,14 @@ impl Proxy {
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).context("cannot create the waker")?);
         let stop = StopHandle::new(waker.clone());
+        let keylog = match config.tls.as_ref().and_then(|t| t.keylog.as_ref()) {
+            Some(p) => {
+                Some(Arc::new(log::keylog::open(p).with_context(|| {
+                    format!("--keylog {}: cannot open it", p.display())
+                })?))
+            }
+            None => None,
+        };
         let logger = Logger::start(
             LogConfig {
                 dir: config.log_dir.clone(),
@@ -131,6 +142,7 @@ impl Proxy {
                 label_prefix: config.reuse_port.then(|| std::process::id().to_string()),
                 connection_lines: config.connection_lines,
                 budget: config.log_budget,
+                keylog,
             },
             Some(waker),
         )
@@ -156,6 +168,19 @@ impl Proxy {
         };
         let mut reactor = Reactor::new(poll, stop.clone(), listeners, settings, logger.sender())
             .context("cannot register the listeners")?;
+        let mut tls_line = None;
+        if let Some(t) = &config.tls {
+            let plan = tls::Plan::new(&tls::plan::Flags {
+                ca_dir: t.ca_dir.clone(),
+                cert: t.cert.clone(),
+                target_ca: t.target_ca.clone(),
+                insecure: t.insecure,
+                keys: t.keylog.is_some() || config.formats.pcap,
+            })
+            .map_err(|e| anyhow!("{e}"))?;
+            tls_line = Some(tls_summary(&plan, t));
+            reactor.with_tls(plan, config.formats.pcap, t.rules.clone());
+        }
         let control = match config.faults.control {
             None => None,
             Some(at) => {
@@ -193,6 +218,7 @@ impl Proxy {
             }
         };
         Ok(Proxy {
+            tls_line,
             reactor,
             logger,
             addrs,
@@ -238,6 +264,29 @@ impl Proxy {
         let log = self.logger.finish();
         Ok(Outcome { totals, log })
     }
+}
+
+/// The start-up line of `--tls`: the certificate clients must trust, and how targets are
+/// checked.
+fn tls_summary(plan: &tls::Plan, t: &config::TlsConfig) -> String {
+    let certs = match plan.certs.ca_path() {
+        Some(p) => {
+            let made = match &plan.certs {
+                tls::ca::Certs::Authority(a) if a.created => "made now",
+                _ => "kept",
+            };
+            format!("clients must trust {} (tcpspy's CA, {made})", p.display())
+        }
+        None => "clients get --tls-cert".to_string(),
+    };
+    let keylog = match &t.keylog {
+        Some(k) => format!("; secrets to {}", k.display()),
+        None => String::new(),
+    };
+    format!(
+        "tcpspy: TLS: {certs}; targets' certificates {}{keylog}",
+        plan.roots
+    )
 }
 
 /// The start-up lines of faults: each rule's toxics, and the seed that repeats the run.
@@ -289,6 +338,9 @@ pub fn run(config: Config) -> Result<Outcome> {
         ));
     }
     faults_lines(&config, proxy.local_addrs());
+    if let Some(line) = &proxy.tls_line {
+        log::eprint_line(line);
+    }
     if let Some(at) = proxy.control_addr() {
         log::eprint_line(&format!(
             "tcpspy: control API (Toxiproxy's) on http://{at}; proxies: {}",

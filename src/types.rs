@@ -94,6 +94,9 @@ pub enum End {
     /// `reset` says whether tcpspy reset both sides (`reset_peer`) or closed them (`timeout`,
     /// `limit_data`).
     Fault { name: String, reset: bool },
+    /// The TLS interception (`--tls`) failed on this connection, as the story line says;
+    /// tcpspy closed both sides (after an alert to the client where it could send one).
+    Tls(String),
 }
 
 impl End {
@@ -121,7 +124,10 @@ impl End {
     /// True for the ends tcpspy decided on for both sides at once (a stop, the idle timeout, a
     /// fault): the other side gets the same end, not [`End::Aborted`].
     pub fn is_for_both(&self) -> bool {
-        matches!(self, End::Shutdown | End::IdleTimeout | End::Fault { .. })
+        matches!(
+            self,
+            End::Shutdown | End::IdleTimeout | End::Fault { .. } | End::Tls(_)
+        )
     }
 }
 
@@ -138,6 +144,7 @@ impl fmt::Display for End {
             End::IdleTimeout => f.write_str("idle timeout, closed by tcpspy"),
             End::Fault { name, reset: true } => write!(f, "reset by fault {name}"),
             End::Fault { name, reset: false } => write!(f, "closed by fault {name}"),
+            End::Tls(why) => write!(f, "closed by tcpspy: {why}"),
         }
     }
 }

@@ -214,6 +214,7 @@ fn proxy_config(cfg: &BenchConfig, target: SocketAddr, log_dir: &Path) -> Result
             ..Default::default()
         },
         proxy: Default::default(),
+        tls: None,
     })
 }
 

@@ -230,6 +230,67 @@ pub struct Args {
           help_heading = "Proxy listeners")]
     pub allow: Vec<crate::proxy::Pattern>,
 
+    /// See inside TLS: a client's ClientHello (at the start, or after a STARTTLS-style
+    /// go-ahead such as PostgreSQL's) is answered by tcpspy, which connects to the target with
+    /// TLS itself, so every record holds the plaintext. `--tls` for every rule, or
+    /// `--tls=NAMES` (comma-separated: rule1, rule2, ... in the order given, a --faults proxy's
+    /// name, or socks5, http-proxy, transparent for those listeners)
+    #[arg(long = "tls", value_name = "NAMES", num_args = 0..=1, require_equals = true,
+          default_missing_value = "", help_heading = "TLS")]
+    pub tls: Option<String>,
+
+    /// Where tcpspy keeps its CA (made on first use): tcpspy-ca.pem is the certificate
+    /// clients must trust. Default: $XDG_CONFIG_HOME/tcpspy, else ~/.config/tcpspy
+    #[arg(
+        long = "ca-dir",
+        value_name = "DIR",
+        requires = "tls",
+        help_heading = "TLS"
+    )]
+    pub ca_dir: Option<PathBuf>,
+
+    /// Serve this certificate (PEM chain) to every client instead of making one per name
+    #[arg(long = "tls-cert", value_name = "FILE", requires_all = ["tls", "tls_key"],
+          help_heading = "TLS")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The key of --tls-cert (PEM)
+    #[arg(
+        long = "tls-key",
+        value_name = "FILE",
+        requires = "tls_cert",
+        help_heading = "TLS"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Verify targets' certificates against the CAs in this PEM file instead of the system's
+    #[arg(
+        long = "target-ca",
+        value_name = "FILE",
+        requires = "tls",
+        help_heading = "TLS"
+    )]
+    pub target_ca: Option<PathBuf>,
+
+    /// Do not verify targets' certificates (the record says so)
+    #[arg(
+        long = "insecure",
+        requires = "tls",
+        conflicts_with = "target_ca",
+        help_heading = "TLS"
+    )]
+    pub insecure: bool,
+
+    /// Write both legs' TLS secrets to FILE in the NSS key log format (Wireshark reads it);
+    /// SSLKEYLOGFILE does the same when set
+    #[arg(
+        long = "keylog",
+        value_name = "FILE",
+        requires = "tls",
+        help_heading = "TLS"
+    )]
+    pub keylog: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -460,6 +521,7 @@ pub fn config(args: Args) -> Result<Config> {
             toxics[i].push(f.toxic.clone());
         }
     }
+    let rule_names = names.clone();
     let plan_rules: Vec<crate::faults::RulePlan> = names
         .into_iter()
         .zip(upstreams)
@@ -498,6 +560,10 @@ pub fn config(args: Args) -> Result<Config> {
         });
         kinds.push(kind);
     }
+    let tls = match &args.tls {
+        None => None,
+        Some(names) => Some(tls_config(&args, names, &rule_names, &kinds)?),
+    };
     let to_files = formats.hex || formats.binary || (formats.pcap && capture != Capture::Stdout);
     if args.log_budget.is_some() && !to_files {
         bail!("--log-budget: no log file is written (--log {formats}), so there is nothing to cap");
@@ -526,6 +592,56 @@ pub fn config(args: Args) -> Result<Config> {
         splice: !args.no_splice,
         faults,
         proxy: config::ProxyPlan { kinds, policy },
+        tls,
+    })
+}
+
+/// `--tls[=NAMES]` and its companions.
+fn tls_config(
+    args: &Args,
+    names: &str,
+    rule_names: &[String],
+    kinds: &[crate::proxy::Kind],
+) -> Result<config::TlsConfig> {
+    let mut rules = vec![names.is_empty(); kinds.len()];
+    for name in names.split(',').filter(|n| !n.is_empty()) {
+        let mut found = false;
+        for (i, on) in rules.iter_mut().enumerate() {
+            let by_name = rule_names.get(i).is_some_and(|n| n == name);
+            let by_kind = kinds.get(i).is_some_and(|k| {
+                *k != crate::proxy::Kind::Forward && k.flag() == format!("--{name}")
+            });
+            if by_name || by_kind {
+                *on = true;
+                found = true;
+            }
+        }
+        if !found {
+            let mut known: Vec<String> = rule_names.to_vec();
+            known.extend(
+                kinds
+                    .iter()
+                    .filter(|k| **k != crate::proxy::Kind::Forward)
+                    .map(|k| k.flag().trim_start_matches('-').to_string()),
+            );
+            bail!(
+                "--tls={name}: no rule of that name (the rules are {})",
+                known.join(", ")
+            );
+        }
+    }
+    let keylog = args.keylog.clone().or_else(|| {
+        std::env::var_os("SSLKEYLOGFILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    Ok(config::TlsConfig {
+        rules,
+        ca_dir: args.ca_dir.clone(),
+        cert: args.tls_cert.clone().zip(args.tls_key.clone()),
+        target_ca: args.target_ca.clone(),
+        insecure: args.insecure,
+        keylog,
     })
 }
 

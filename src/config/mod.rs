@@ -198,6 +198,32 @@ pub struct Config {
     /// The proxy listeners (`--socks5`, `--http-proxy`, `--transparent`): each rule's kind,
     /// by rule index (a rule past the end is a forward rule), and who may use them.
     pub proxy: ProxyPlan,
+    /// `--tls` and its companions; `None` without `--tls`.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The TLS interception's part of the [`Config`] (`--tls`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// By rule index: intercept TLS on this rule's connections.
+    pub rules: Vec<bool>,
+    /// `--ca-dir` (default `$XDG_CONFIG_HOME/tcpspy`, else `~/.config/tcpspy`).
+    pub ca_dir: Option<PathBuf>,
+    /// `--tls-cert`, `--tls-key`.
+    pub cert: Option<(PathBuf, PathBuf)>,
+    /// `--target-ca`.
+    pub target_ca: Option<PathBuf>,
+    /// `--insecure`.
+    pub insecure: bool,
+    /// `--keylog`, else `SSLKEYLOGFILE`.
+    pub keylog: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// True if rule `rule` intercepts TLS.
+    pub fn on(&self, rule: usize) -> bool {
+        self.rules.get(rule).copied().unwrap_or(false)
+    }
 }
 
 /// The proxy listeners' part of the [`Config`].

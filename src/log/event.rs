@@ -78,6 +78,23 @@ pub enum Event {
         index: usize,
         rule: Box<crate::config::Rule>,
     },
+    /// A TLS handshake leg done, or the interception failing (`--tls`).
+    Tls {
+        id: ConnId,
+        at: SystemTime,
+        what: Box<crate::tls::Event>,
+    },
+    /// TLS secrets in the NSS key log format (`--keylog`, and the capture's decryption
+    /// secrets).
+    Keys(String),
+    /// TLS records of an intercepted connection's client leg as they went over the wire, for
+    /// the capture (read from the client: `ClientToServer`).
+    Wire {
+        id: ConnId,
+        dir: Dir,
+        at: SystemTime,
+        bytes: Vec<u8>,
+    },
     /// A line for stderr, in order with the connection lines (the SIGUSR1 summary).
     Line(String),
     /// Write everything, close every file and stop.
@@ -102,7 +119,21 @@ impl Event {
                     .saturating_add(CLOSE_BOXES),
                 |n, (_, how)| n.saturating_add(end_heap(how)),
             ),
-            Event::Line(line) => line.capacity(),
+            Event::Line(line) | Event::Keys(line) => line.capacity(),
+            Event::Wire { bytes, .. } => bytes.capacity(),
+            Event::Tls { what, .. } => {
+                std::mem::size_of::<crate::tls::Event>().saturating_add(match what.as_ref() {
+                    crate::tls::Event::Leg(_, l) => {
+                        l.version.len()
+                            + l.cipher.len()
+                            + l.subject.len()
+                            + l.issuer.len()
+                            + l.sni.as_ref().map_or(0, String::len)
+                            + l.alpn.as_ref().map_or(0, String::len)
+                    }
+                    crate::tls::Event::Failed(s) | crate::tls::Event::NotTls(s) => s.capacity(),
+                })
+            }
             Event::Note { text, .. } => text.capacity(),
             Event::Rule { rule, .. } => {
                 std::mem::size_of::<crate::config::Rule>()
@@ -122,7 +153,9 @@ const CLOSE_BOXES: usize =
 
 fn end_heap(how: &End) -> usize {
     match how {
-        End::Error(s) | End::ConnectFailed(s) | End::Fault { name: s, .. } => s.capacity(),
+        End::Error(s) | End::ConnectFailed(s) | End::Tls(s) | End::Fault { name: s, .. } => {
+            s.capacity()
+        }
         End::Fin
         | End::Reset
         | End::Aborted

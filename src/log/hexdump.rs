@@ -173,6 +173,12 @@ impl Output for HexLog {
         self.write(conn, io);
     }
 
+    fn tls(&mut self, conn: &ConnInfo, at: SystemTime, what: &crate::tls::Event, io: &mut Io) {
+        io.scratch.clear();
+        tls_line(&mut io.scratch, &mut io.stamper, conn, what, at);
+        self.write(conn, io);
+    }
+
     fn end(&mut self, conn: &ConnInfo, side: Side, how: &End, at: SystemTime, io: &mut Io) {
         io.scratch.clear();
         ended(&mut io.scratch, &mut io.stamper, conn, side, how, at);
@@ -511,6 +517,28 @@ pub fn note(
     out.extend_from_slice(b": ");
     // A stage's text is ours, but keep the one-line promise whatever it says.
     out.extend(text.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
+    out.push(b'\n');
+}
+
+/// Appends a TLS story line: `TLS with 127.0.0.1:41126 (client) at TIME: TLSv1.3
+/// TLS13_AES_128_GCM_SHA256, SNI localhost, ...`.
+pub fn tls_line(
+    out: &mut Vec<u8>,
+    stamper: &mut Stamper,
+    conn: &ConnInfo,
+    what: &crate::tls::Event,
+    at: SystemTime,
+) {
+    let side = what.side();
+    let line = format!("TLS with {} ({}) at ", conn.peer(side), side.name());
+    out.extend_from_slice(line.as_bytes());
+    stamper.write(at, out);
+    out.extend_from_slice(b": ");
+    out.extend(
+        what.text()
+            .bytes()
+            .map(|b| if b == b'\n' { b' ' } else { b }),
+    );
     out.push(b'\n');
 }
 

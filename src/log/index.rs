@@ -46,6 +46,8 @@ pub struct Index {
     prefix: Option<String>,
     /// The faults' story lines of each open connection, for its line's `faults` field.
     faults: HashMap<ConnId, Faults>,
+    /// The TLS fields of each open intercepted connection, for its line's `tls` field.
+    tls: HashMap<ConnId, serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Most fault lines a connection's index line lists (the hex dump has every one).
@@ -88,6 +90,7 @@ impl Index {
             }),
             prefix,
             faults: HashMap::new(),
+            tls: HashMap::new(),
         }
     }
 
@@ -224,8 +227,21 @@ impl Output for Index {
         }));
     }
 
+    fn tls(&mut self, conn: &ConnInfo, _at: SystemTime, what: &crate::tls::Event, _io: &mut Io) {
+        let (key, value) = what.json();
+        self.tls
+            .entry(conn.id)
+            .or_default()
+            .insert(key.to_string(), value);
+    }
+
     fn close(&mut self, conn: &ConnInfo, closed: &Closed, io: &mut Io) {
         let mut line = json_line(conn, closed, self.listens.get(conn.rule));
+        if let Some(t) = self.tls.remove(&conn.id) {
+            line.truncate(line.len().saturating_sub(2));
+            let t = serde_json::Value::Object(t).to_string();
+            line.push_str(&format!(",\"tls\":{t}}}\n"));
+        }
         if let Some(f) = self.faults.remove(&conn.id) {
             line.truncate(line.len().saturating_sub(2));
             let list = serde_json::Value::Array(f.lines).to_string();

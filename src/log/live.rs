@@ -382,6 +382,28 @@ impl Output for LiveView {
         }
     }
 
+    fn tls(&mut self, conn: &ConnInfo, at: SystemTime, what: &crate::tls::Event, io: &mut Io) {
+        if self.showing(false) {
+            let side = what.side();
+            let line = format!(
+                "#{} TLS with {} {} at ",
+                conn.label,
+                side.name(),
+                conn.peer(side)
+            );
+            self.buf.extend_from_slice(line.as_bytes());
+            io.stamper.write(at, &mut self.buf);
+            self.buf.extend_from_slice(b": ");
+            self.buf.extend(
+                what.text()
+                    .bytes()
+                    .map(|b| if b < 0x20 || b == 0x7f { b'?' } else { b }),
+            );
+            self.buf.push(b'\n');
+            self.mark(false);
+        }
+    }
+
     fn close(&mut self, conn: &ConnInfo, closed: &Closed, _io: &mut Io) {
         if self.showing(false) {
             self.format

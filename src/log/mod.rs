@@ -30,6 +30,7 @@ pub mod event;
 pub mod files;
 pub mod hexdump;
 pub mod index;
+pub mod keylog;
 pub mod live;
 pub mod naming;
 pub mod pcap;
@@ -92,6 +93,8 @@ pub struct LogConfig {
     pub label_prefix: Option<String>,
     /// `--log-budget`: the most bytes this run keeps in its log files.
     pub budget: Option<u64>,
+    /// `--keylog` (or `SSLKEYLOGFILE`), opened.
+    pub keylog: Option<Arc<std::fs::File>>,
 }
 
 /// What the logging thread did, for the exit summary.
@@ -334,6 +337,15 @@ pub trait Output: Send {
     }
     /// Rule `index` was added or changed while running (the control API).
     fn rule(&mut self, _index: usize, _rule: &Rule, _io: &mut Io) {}
+
+    /// A TLS leg's handshake, or the interception failing (`--tls`).
+    fn tls(&mut self, _conn: &ConnInfo, _at: SystemTime, _what: &crate::tls::Event, _io: &mut Io) {}
+
+    /// TLS secrets, NSS key log lines.
+    fn keys(&mut self, _lines: &str, _io: &mut Io) {}
+
+    /// The client leg's TLS records of an intercepted connection (the capture shows them).
+    fn wire(&mut self, _conn: &ConnInfo, _dir: Dir, _at: SystemTime, _bytes: &[u8], _io: &mut Io) {}
     /// The last event of a connection.
     fn close(&mut self, _conn: &ConnInfo, _closed: &Closed, _io: &mut Io) {}
     /// The end of a batch of events: push out anything held back.
@@ -378,6 +390,9 @@ impl Logger {
         }
         if cfg.connection_lines {
             outputs.push(Box::new(report::Report::default()));
+        }
+        if let Some(f) = &cfg.keylog {
+            outputs.push(Box::new(keylog::KeyLog::new(f.clone())));
         }
         Logger::start_with(cfg, outputs, waker)
     }
@@ -822,6 +837,24 @@ impl Worker {
                 self.cfg.rules[index] = (*rule).clone();
                 self.outputs
                     .each(&mut self.io, |out, io| out.rule(index, &rule, io));
+            }
+            Event::Tls { id, at, what } => {
+                let Some(conn) = self.conns.get(&id) else {
+                    return;
+                };
+                self.outputs
+                    .each(&mut self.io, |out, io| out.tls(conn, at, &what, io));
+            }
+            Event::Keys(lines) => {
+                self.outputs
+                    .each(&mut self.io, |out, io| out.keys(&lines, io));
+            }
+            Event::Wire { id, dir, at, bytes } => {
+                let Some(conn) = self.conns.get(&id) else {
+                    return;
+                };
+                self.outputs
+                    .each(&mut self.io, |out, io| out.wire(conn, dir, at, &bytes, io));
             }
             Event::Line(line) => eprint_line(&line),
             Event::Data { .. } | Event::Stop => {}

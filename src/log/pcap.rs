@@ -90,6 +90,21 @@ const ACK: u8 = 0x10;
 /// MSS, NOP, window scale: what both SYNs carry.
 const SYN_OPTIONS: [u8; 8] = [2, 4, (MSS >> 8) as u8, MSS as u8, 1, 3, 3, WSCALE];
 
+/// Decryption Secrets Block (pcapng): secrets that open the TLS records that follow.
+const DSB: u32 = 0x0000_000A;
+/// Its secrets type: a TLS key log (NSS format).
+const DSB_TLS_KEY_LOG: u32 = 0x544c_534b;
+
+/// Appends a Decryption Secrets Block holding NSS key log lines.
+pub fn secrets(out: &mut Vec<u8>, key_log: &str) {
+    let start = begin_block(out, DSB);
+    out.extend_from_slice(&DSB_TLS_KEY_LOG.to_le_bytes());
+    out.extend_from_slice(&(key_log.len() as u32).to_le_bytes());
+    out.extend_from_slice(key_log.as_bytes());
+    pad(out, key_log.len());
+    end_block(out, start);
+}
+
 /// Appends the section header and the one interface every packet refers to.
 pub fn header(out: &mut Vec<u8>) {
     let start = begin_block(out, SHB);
@@ -226,6 +241,10 @@ pub struct Conversation {
     held: Vec<(Side, End, SystemTime)>,
     /// Bytes each side sent that the capture left out since its last packet (log budget).
     skipped: [u64; 2],
+    /// An intercepted TLS connection (`--tls`): from its first record on, the packets carry
+    /// the client leg's TLS records, not the plaintext, and the capture's decryption secrets
+    /// open them.
+    pub wire: bool,
 }
 
 impl Conversation {
@@ -259,6 +278,7 @@ impl Conversation {
             reset: false,
             held: Vec::new(),
             skipped: [0; 2],
+            wire: false,
         }
     }
 
@@ -353,7 +373,9 @@ impl Conversation {
     /// A side ended: a FIN is written now; any other end waits for [`Conversation::close`].
     pub fn end(&mut self, side: Side, how: &End, at: SystemTime, out: &mut Vec<u8>) {
         match how {
-            End::Fin => self.fin(side, nanos(at), None, out),
+            // A TLS leg's records are taken after the relay's turn, its FIN during it: the
+            // FIN waits for the close so that no record follows it.
+            End::Fin if !self.wire => self.fin(side, nanos(at), None, out),
             other => self.held.push((side, other.clone(), at)),
         }
     }
@@ -392,7 +414,7 @@ impl Conversation {
         }
         match how {
             End::Fin => self.fin(side, t, Some(&comment), out),
-            End::Shutdown | End::IdleTimeout | End::Fault { reset: false, .. } => {
+            End::Shutdown | End::IdleTimeout | End::Tls(_) | End::Fault { reset: false, .. } => {
                 // tcpspy closes both sockets: each side sees the other finish.
                 let mut comment = Some(comment);
                 for s in [side.other(), side] {
@@ -783,12 +805,37 @@ impl Output for PcapLog {
         }
     }
 
+    fn keys(&mut self, lines: &str, io: &mut Io) {
+        if self.on() && !lines.is_empty() {
+            io.scratch.clear();
+            secrets(&mut io.scratch, lines);
+            self.write(io, false);
+        }
+    }
+
+    fn wire(&mut self, conn: &ConnInfo, dir: Dir, at: SystemTime, bytes: &[u8], io: &mut Io) {
+        if self.gave_up {
+            self.lost += 1;
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(&conn.id) {
+            c.wire = true;
+            io.scratch.clear();
+            c.data(dir, at, bytes, &mut io.scratch);
+            self.write(io, true);
+        }
+    }
+
     fn data(&mut self, conn: &ConnInfo, dir: Dir, at: SystemTime, bytes: &[u8], io: &mut Io) {
         if self.gave_up {
             self.lost += 1;
             return;
         }
         if let Some(c) = self.conns.get_mut(&conn.id) {
+            if c.wire {
+                // The records carry these bytes already.
+                return;
+            }
             io.scratch.clear();
             c.data(dir, at, bytes, &mut io.scratch);
             self.write(io, true);

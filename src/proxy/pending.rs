@@ -44,6 +44,8 @@ pub struct Handover {
     pub guard: Option<super::guard::HostGuard>,
     /// Bytes of the client's the handshake already wrote upstream.
     pub early: u64,
+    /// The destination as the client named it (`host:port`), if by name.
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -860,6 +862,7 @@ impl Pending {
             server,
             guard,
             early: early_len,
+            name: h.name.clone(),
         })
     }
 

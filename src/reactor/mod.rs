@@ -137,6 +137,8 @@ pub struct Reactor {
     control: Option<Queue>,
     /// Connections of proxy listeners in their handshake (with the resolver threads).
     pending: Option<Pending>,
+    /// By rule: intercept TLS (`--tls`).
+    tls_rules: Vec<bool>,
 }
 
 impl Reactor {
@@ -191,7 +193,31 @@ impl Reactor {
             stop,
             stopping: None,
             control: None,
+            tls_rules: Vec::new(),
         })
+    }
+
+    /// Intercepts TLS on the connections of the rules `rules` names (`--tls`).
+    pub fn with_tls(&mut self, plan: crate::tls::Plan, wire: bool, rules: Vec<bool>) {
+        self.table.with_tls(table::TlsRun { plan, wire });
+        self.tls_rules = rules;
+    }
+
+    /// Starts watching a new connection for a ClientHello if its rule intercepts TLS.
+    fn watch_tls(&mut self, key: usize, rule: usize, name: Option<&str>) {
+        if !self.tls_rules.get(rule).copied().unwrap_or(false) {
+            return;
+        }
+        let host = match name {
+            Some(n) => crate::tls::plan::host_of(n).to_string(),
+            None => self
+                .settings
+                .rules
+                .get(rule)
+                .map(|r| crate::tls::plan::host_of(&r.target_name).to_string())
+                .unwrap_or_default(),
+        };
+        self.table.watch_tls(key, &host);
     }
 
     /// Stops the reactor on SIGINT or SIGTERM (delivered through the poll).
@@ -429,6 +455,7 @@ impl Reactor {
         let mut conn = Conn::new(Transport::Tcp(w.client), Transport::Tcp(server));
         add_faults(&self.settings, &mut conn, w.rule, w.id, now);
         let key = self.table.insert(w.id, w.rule, w.addr, target, conn, now);
+        self.watch_tls(key, w.rule, None);
         self.register(key, false, now);
         Ok(())
     }
@@ -487,6 +514,7 @@ impl Reactor {
         }
         add_faults(&self.settings, &mut conn, h.rule, h.id, now);
         let key = self.table.insert(h.id, h.rule, h.addr, h.target, conn, now);
+        self.watch_tls(key, h.rule, h.name.as_deref());
         self.register(key, true, now);
     }
 

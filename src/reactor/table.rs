@@ -75,6 +75,23 @@ pub struct Entry<S> {
     on_again: bool,
     on_stalled: bool,
     on_starved: bool,
+    /// `--tls`: the connection watches for a ClientHello, or is in its handshakes.
+    tls: Option<Box<Intercept>>,
+}
+
+/// A connection of a `--tls` rule.
+struct Intercept {
+    /// The target's host as the rule or the proxy client named it (the upstream SNI when the
+    /// client gives none).
+    host: Box<str>,
+    handshake: Option<crate::tls::Handshake>,
+}
+
+/// The run's TLS, as the table uses it.
+pub struct TlsRun {
+    pub plan: crate::tls::Plan,
+    /// The capture wants the client leg's records.
+    pub wire: bool,
 }
 
 impl<S> Entry<S> {
@@ -96,6 +113,7 @@ pub struct Table<S> {
     closed: Vec<usize>,
     stopping: bool,
     totals: Totals,
+    tls: Option<Box<TlsRun>>,
 }
 
 impl<S: Socket> Table<S> {
@@ -112,6 +130,27 @@ impl<S: Socket> Table<S> {
             closed: Vec::new(),
             stopping: false,
             totals: Totals::default(),
+            tls: None,
+        }
+    }
+
+    /// Intercepts TLS on the connections [`watch_tls`](Table::watch_tls) names.
+    pub fn with_tls(&mut self, run: TlsRun) {
+        self.tls = Some(Box::new(run));
+    }
+
+    /// Connection `key` watches its client for a ClientHello (its rule has `--tls`); `host`
+    /// is the target's name.
+    pub fn watch_tls(&mut self, key: usize, host: &str) {
+        if self.tls.is_none() {
+            return;
+        }
+        if let Some(e) = self.entries.get_mut(key) {
+            e.conn.watch_tls(true);
+            e.tls = Some(Box::new(Intercept {
+                host: host.into(),
+                handshake: None,
+            }));
         }
     }
 
@@ -172,6 +211,7 @@ impl<S: Socket> Table<S> {
             on_again: false,
             on_stalled: false,
             on_starved: false,
+            tls: None,
         });
         let connect_by = now.checked_add(self.settings.connect_timeout);
         let idle_at = self
@@ -257,6 +297,10 @@ impl<S: Socket> Table<S> {
         if entry.done {
             return;
         }
+        if entry.tls.as_ref().is_some_and(|t| t.handshake.is_some()) {
+            self.drive_handshake(key, now);
+            return;
+        }
         let mut tap = LogTap {
             data: self.settings.log_data,
             may_read: !self.stopping,
@@ -272,8 +316,12 @@ impl<S: Socket> Table<S> {
         }
         let wake = entry.conn.wake_at();
         self.timers.set(&mut entry.timers, key, Kind::Wake, wake);
+        if self.tls.as_ref().is_some_and(|t| t.wire) {
+            send_wire(&self.log, entry.id, &mut entry.conn.client.sock);
+        }
         match status {
             Status::Open => {}
+            Status::Caught => self.begin_handshake(key, now),
             Status::Stalled => {
                 if !entry.on_stalled && !self.stopping {
                     entry.on_stalled = true;
@@ -293,6 +341,140 @@ impl<S: Socket> Table<S> {
                 }
             }
             Status::Closed => self.finish(key, now),
+        }
+    }
+
+    /// The client sent a ClientHello: the relay pauses while tcpspy does both handshakes.
+    fn begin_handshake(&mut self, key: usize, now: Instant) {
+        let wire = self.tls.as_ref().is_some_and(|t| t.wire);
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        let first = entry.conn.take_caught().unwrap_or_default();
+        let Some(t) = entry.tls.as_mut() else {
+            return;
+        };
+        t.handshake = Some(crate::tls::Handshake::new(first, wire));
+        // The handshakes get the connect timeout.
+        let by = now.checked_add(self.settings.connect_timeout);
+        self.timers.set(&mut entry.timers, key, Kind::Connect, by);
+        self.drive_handshake(key, now);
+    }
+
+    /// Moves a connection's handshakes on; once both are done, relays again over TLS.
+    fn drive_handshake(&mut self, key: usize, now: Instant) {
+        let (Some(run), Some(entry)) = (self.tls.as_deref_mut(), self.entries.get_mut(key)) else {
+            return;
+        };
+        let Some(t) = entry.tls.as_mut() else {
+            return;
+        };
+        let Some(hs) = t.handshake.as_mut() else {
+            return;
+        };
+        let conn = &mut entry.conn;
+        let step = hs.drive(
+            &mut conn.client.sock,
+            &mut conn.server.sock,
+            &mut run.plan,
+            &t.host,
+            entry.target.ip(),
+        );
+        let id = entry.id;
+        let at = SystemTime::now();
+        // The secrets go before the records they open (Wireshark reads the capture in order);
+        // the records only once the hello is one (else they are relayed as plain bytes).
+        if let Some(lines) = run.plan.keys.as_ref().and_then(|k| k.take()) {
+            self.log.send(Event::Keys(lines));
+        }
+        if hs.hello_seen()
+            && let Some(w) = hs.take_wire()
+        {
+            send_wire_pair(&self.log, id, w);
+        }
+        for what in hs.take_events() {
+            self.log.send(Event::Tls {
+                id,
+                at,
+                what: Box::new(what),
+            });
+        }
+        self.settle(key, step, now);
+    }
+
+    /// Acts on what a connection's handshakes came to.
+    fn settle(&mut self, key: usize, step: crate::tls::Step, now: Instant) {
+        let wire = self.tls.as_ref().is_some_and(|t| t.wire);
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        let Some(t) = entry.tls.as_mut() else {
+            return;
+        };
+        let conn = &mut entry.conn;
+        let id = entry.id;
+        let at = SystemTime::now();
+        match step {
+            crate::tls::Step::Wait => {}
+            crate::tls::Step::Done(sessions) => {
+                let (server_side, client_side) = *sessions;
+                let ok = conn
+                    .client
+                    .sock
+                    .start_tls(rustls::Connection::Server(server_side), wire)
+                    && conn
+                        .server
+                        .sock
+                        .start_tls(rustls::Connection::Client(client_side), false);
+                entry.tls = None;
+                conn.watch_tls(false);
+                self.timers.set(&mut entry.timers, key, Kind::Connect, None);
+                if !ok {
+                    self.fail(
+                        key,
+                        Side::Client,
+                        End::Tls("TLS is not available here".into()),
+                        now,
+                    );
+                    return;
+                }
+                // The sessions may hold plaintext already (a request sent with the Finished).
+                for p in [&mut conn.client, &mut conn.server] {
+                    p.readable = true;
+                    p.writable = true;
+                }
+                self.drive(key, now);
+            }
+            crate::tls::Step::NotTls(bytes, why) => {
+                self.log.send(Event::Tls {
+                    id,
+                    at,
+                    what: Box::new(crate::tls::Event::NotTls(why)),
+                });
+                t.handshake = None;
+                self.timers.set(&mut entry.timers, key, Kind::Connect, None);
+                let mut tap = LogTap {
+                    data: self.settings.log_data,
+                    ..LogTap::new(&self.log, id, now)
+                };
+                if !conn.inject(&bytes, &mut self.pool, &mut tap) {
+                    let why =
+                        End::Tls("no buffer for the bytes of a hello that was not one".into());
+                    self.fail(key, Side::Client, why, now);
+                    return;
+                }
+                conn.client.readable = true;
+                self.drive(key, now);
+            }
+            crate::tls::Step::Failed(side, why) => {
+                self.log.send(Event::Tls {
+                    id,
+                    at,
+                    what: Box::new(crate::tls::Event::Failed(why)),
+                });
+                t.handshake = None;
+                self.fail(key, side, End::Tls("the TLS handshake failed".into()), now);
+            }
         }
     }
 
@@ -443,6 +625,9 @@ impl<S: Socket> Table<S> {
                 Kind::Connect if entry.conn.phase() == Phase::Connecting => {
                     self.fail(key, Side::Server, End::ConnectTimeout, now);
                 }
+                Kind::Connect if entry.tls.as_ref().is_some_and(|t| t.handshake.is_some()) => {
+                    self.handshake_timeout(key, now);
+                }
                 Kind::Connect => {}
                 Kind::Idle => {
                     let Some(idle) = self.settings.idle_timeout else {
@@ -459,6 +644,29 @@ impl<S: Socket> Table<S> {
                 Kind::Wake => self.drive(key, now),
             }
         }
+    }
+
+    /// A handshake that did not finish within the connect timeout: an unfinished hello is
+    /// relayed as it came (it may not be TLS at all); a handshake under way fails.
+    fn handshake_timeout(&mut self, key: usize, now: Instant) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        let Some(hs) = entry.tls.as_mut().and_then(|t| t.handshake.as_mut()) else {
+            return;
+        };
+        let secs = self.settings.connect_timeout.as_secs_f64();
+        let step = match hs.give_back() {
+            Some(bytes) => crate::tls::Step::NotTls(
+                bytes,
+                format!("no whole ClientHello within {secs}s; relayed as it came"),
+            ),
+            None => crate::tls::Step::Failed(
+                Side::Client,
+                format!("the TLS handshakes did not complete within {secs}s (--connect-timeout)"),
+            ),
+        };
+        self.settle(key, step, now);
     }
 
     /// Stops reading: from now on connections only write out what they hold.
@@ -522,6 +730,25 @@ impl<S: Socket> Table<S> {
         t
     }
 }
+/// The client leg's records since the last call, for the capture.
+fn send_wire<S: Socket>(log: &Sender, id: ConnId, sock: &mut S) {
+    if let Some(w) = sock.take_wire() {
+        send_wire_pair(log, id, w);
+    }
+}
+
+fn send_wire_pair(log: &Sender, id: ConnId, w: [Vec<u8>; 2]) {
+    let at = SystemTime::now();
+    for (dir, bytes) in [Dir::ClientToServer, Dir::ServerToClient]
+        .into_iter()
+        .zip(w)
+    {
+        if !bytes.is_empty() {
+            log.send(Event::Wire { id, dir, at, bytes });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

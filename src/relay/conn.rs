@@ -55,6 +55,9 @@ pub enum Status {
     Starved,
     /// More work is ready but the read budget is spent: drive again after other connections.
     Yielded,
+    /// The client sent a TLS ClientHello (`--tls`): the connection waits for its handshakes
+    /// ([`Conn::take_caught`] has the hello's first bytes).
+    Caught,
     /// Finished; the reactor removes it.
     Closed,
 }
@@ -167,6 +170,21 @@ impl<S: Stream> Conn<S> {
         self.halves.iter().any(Pipeline::holds_buffer)
     }
 
+    /// Watch the client's chunks for a TLS ClientHello (`--tls`).
+    pub fn watch_tls(&mut self, on: bool) {
+        self.halves[Dir::ClientToServer.index()].watch = on;
+    }
+
+    /// The chunk that started a ClientHello.
+    pub fn take_caught(&mut self) -> Option<Vec<u8>> {
+        self.halves[Dir::ClientToServer.index()].take_caught()
+    }
+
+    /// Relays `bytes` as the client's next chunk (a hello that was not one).
+    pub fn inject<T: Tap>(&mut self, bytes: &[u8], pool: &mut Pool, tap: &mut T) -> bool {
+        self.halves[Dir::ClientToServer.index()].inject(bytes, pool, tap)
+    }
+
     /// The upstream connect completed.
     pub fn connected(&mut self) {
         if self.phase == Phase::Connecting {
@@ -202,6 +220,14 @@ impl<S: Stream> Conn<S> {
             };
         }
         let mut status = Status::Open;
+        for peer in [&mut self.client, &mut self.server] {
+            // What a TLS session could not send at its last write goes first.
+            if peer.writable && matches!(peer.sock.flush_out(), Ok(false)) {
+                peer.writable = false;
+            }
+        }
+        // A hello is taken only while nothing of the server's waits to be delivered.
+        self.halves[0].quiet = self.halves[1].pending() == 0;
         for dir in Dir::BOTH {
             let half = &mut self.halves[dir.index()];
             let (src, dst) = match dir {
@@ -222,6 +248,7 @@ impl<S: Stream> Conn<S> {
                 Ok(Pump::Starved) if status != Status::Stalled => status = Status::Starved,
                 Ok(Pump::Yielded) if status == Status::Open => status = Status::Yielded,
                 Ok(Pump::Starved | Pump::Yielded) => {}
+                Ok(Pump::Caught) => return Status::Caught,
                 Err(fault) => {
                     // A fault's cut ends both sides alike; a broken side resets the other.
                     let other = match fault.end.is_for_both() {

@@ -86,6 +86,9 @@ pub enum Pump {
     Starved,
     /// The read budget ran out while there was more to do: call again soon.
     Yielded,
+    /// A chunk that starts a TLS ClientHello was read while the direction watches for one
+    /// (`--tls`): kept back, neither recorded nor written ([`Pipeline::take_caught`]).
+    Caught,
 }
 
 /// Where a direction's bytes in flight are.
@@ -114,6 +117,12 @@ pub struct Pipeline {
     pub read: u64,
     /// Bytes written to the sink so far.
     pub written: u64,
+    /// Look at each chunk's first bytes for a TLS ClientHello (see [`crate::tls::hello`]).
+    pub watch: bool,
+    /// The other direction has nothing waiting for its sink (set at every turn).
+    pub quiet: bool,
+    /// The chunk kept back when one was seen.
+    caught: Option<Vec<u8>>,
 }
 
 impl Pipeline {
@@ -129,7 +138,42 @@ impl Pipeline {
             stages: None,
             read: 0,
             written: 0,
+            watch: false,
+            quiet: true,
+            caught: None,
         }
+    }
+
+    /// The chunk kept back by [`Pump::Caught`].
+    pub fn take_caught(&mut self) -> Option<Vec<u8>> {
+        self.caught.take()
+    }
+
+    /// Bytes to relay as if just read from the source (a hello that was not one, given
+    /// back): recorded, then written like any chunk. False if nothing could hold them.
+    pub fn inject<T: Tap>(&mut self, bytes: &[u8], pool: &mut Pool, tap: &mut T) -> bool {
+        if self.flight.is_some() || bytes.is_empty() {
+            return bytes.is_empty();
+        }
+        let mut buf = match pool.get() {
+            Some(b) if b.len() >= bytes.len() => b,
+            Some(b) => {
+                pool.put(b);
+                return false;
+            }
+            None => return false,
+        };
+        let n = bytes.len();
+        buf[..n].copy_from_slice(bytes);
+        tap.data(self.dir, &buf[..n]);
+        if let Some(s) = &mut self.stages {
+            s.chunk(self.dir, &mut buf[..n], tap.now(), tap);
+        }
+        self.read += n as u64;
+        self.flight = Some(Flight::Buf(buf));
+        self.pos = 0;
+        self.len = n;
+        true
     }
 
     /// Adds a stage after the record (and after the stages already there).
@@ -273,8 +317,13 @@ impl Pipeline {
                         }
                         Release::Cut(side, end) => return Err(Fault::new(side, end)),
                     }
-                    if let Err(e) = dst.sock.shutdown_write() {
-                        return Err(Fault::new(dst.side, End::from_error(&e)));
+                    match dst.sock.shutdown_write() {
+                        Ok(()) => {}
+                        // A TLS session whose close_notify waits for room in the socket.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            return Ok(self.sink_blocked(dst, tap));
+                        }
+                        Err(e) => return Err(Fault::new(dst.side, End::from_error(&e))),
                     }
                     self.state = State::Done;
                     return Ok(Pump::Waiting);
@@ -379,6 +428,7 @@ impl Pipeline {
         // Nobody needs the bytes and they come in bulk: splice them through a pipe if the
         // pool has one. Small exchanges stay with read/write, which costs them less.
         let pipe = if self.bulk
+            && !self.watch
             && !tap.wants_data()
             && self.stages.is_none()
             && src.sock.can_splice()
@@ -401,7 +451,7 @@ impl Pipeline {
                     let room = buf.len().min(limit);
                     (src.sock.read(&mut buf[..room]), Flight::Buf(buf), room)
                 }
-                None if self.stages.is_none() && src.sock.can_peek() => {
+                None if self.stages.is_none() && !self.watch && src.sock.can_peek() => {
                     return self.peek_through(src, dst, pool, tap);
                 }
                 None => return Ok(Some(Pump::Starved)),
@@ -414,6 +464,15 @@ impl Pipeline {
                 }
                 let mut flight = flight;
                 match &mut flight {
+                    Flight::Buf(buf)
+                        if self.watch
+                            && self.quiet
+                            && crate::tls::hello::starts_client_hello(&buf[..n]) =>
+                    {
+                        self.caught = Some(buf[..n].to_vec());
+                        give_back(pool, flight);
+                        return Ok(Some(Pump::Caught));
+                    }
                     Flight::Buf(buf) => {
                         tap.data(self.dir, &buf[..n]);
                         if let Some(s) = &mut self.stages {

@@ -60,6 +60,12 @@ pub trait Stream {
     fn splice_out(&mut self, _pipe: &Pipe, _max: usize) -> io::Result<usize> {
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// Sends what the stream holds of earlier writes (a TLS session's records that the
+    /// socket could not take): `Ok(false)` while the socket is still full. A kernel socket
+    /// holds nothing of ours.
+    fn flush_out(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
 }
 
 /// What the connection table needs of an endpoint besides its bytes.
@@ -74,6 +80,15 @@ pub trait Socket: Stream {
     }
     /// Makes the coming close send RST instead of FIN.
     fn reset_on_close(&self) {}
+    /// Goes on as a TLS session over this endpoint (`--tls`); false if it cannot (the
+    /// simulation's sockets). `wire`: keep the records for the capture.
+    fn start_tls(&mut self, _session: rustls::Connection, _wire: bool) -> bool {
+        false
+    }
+    /// The TLS records read (`[0]`) and written (`[1]`) since the last call, if kept.
+    fn take_wire(&mut self) -> Option<[Vec<u8>; 2]> {
+        None
+    }
 }
 
 impl Stream for mio::net::TcpStream {

@@ -21,5 +21,6 @@ mod relay;
 mod sim;
 mod startup;
 mod story;
+mod tls;
 mod tools;
 mod util;

@@ -1303,8 +1303,10 @@ impl Sim {
                 | Event::Held { id, .. }
                 | Event::End { id, .. }
                 | Event::Note { id, .. }
+                | Event::Tls { id, .. }
+                | Event::Wire { id, .. }
                 | Event::Close { id, .. } => *id,
-                Event::Line(_) | Event::Stop | Event::Rule { .. } => continue,
+                Event::Line(_) | Event::Stop | Event::Rule { .. } | Event::Keys(_) => continue,
             };
             let c = *self.ids.get(&id).expect("an event of a known connection");
             let case = &mut w.cases[c];
