@@ -78,6 +78,9 @@ impl Stream for Transport {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.stream().map_or_else(gone, |s| s.shutdown_write())
     }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.stream().map_or_else(gone, |s| s.write_vectored(bufs))
+    }
     fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.stream().map_or_else(gone, |s| s.peek(buf))
     }

@@ -15,6 +15,15 @@ pub trait Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
     fn shutdown_write(&mut self) -> io::Result<()>;
 
+    /// Writes from several buffers in one call (writev): a TLS session hands over its records
+    /// so, one system call for many. The default writes the first non-empty one.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match bufs.iter().find(|b| !b.is_empty()) {
+            Some(b) => self.write(b),
+            None => Ok(0),
+        }
+    }
+
     /// Copies up to `buf.len()` bytes that [`read`](Stream::read) would return, leaving them
     /// in the stream: a direction without a relay buffer writes them on first and only then
     /// [`discard`](Stream::discard)s what the sink took, so bytes the sink refuses stay in the
@@ -100,6 +109,9 @@ impl Stream for mio::net::TcpStream {
     }
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        io::Write::write_vectored(self, bufs)
     }
     fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         mio::net::TcpStream::peek(self, buf)

@@ -29,6 +29,8 @@ pub struct TlsStream<T> {
     eof: bool,
     /// `close_notify` queued.
     closing: bool,
+    /// An error met after a read had plaintext to return: the next read returns it.
+    error: Option<io::Error>,
 }
 
 /// The stream beneath as `io::Read`, keeping a copy of what it reads.
@@ -58,6 +60,21 @@ impl<T: Stream> Write for Writer<'_, T> {
         let n = self.inner.write(buf)?;
         if let Some(c) = &mut self.copy {
             c.extend_from_slice(&buf[..n.min(buf.len())]);
+        }
+        Ok(n)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let n = self.inner.write_vectored(bufs)?;
+        if let Some(c) = &mut self.copy {
+            let mut left = n;
+            for b in bufs {
+                let take = left.min(b.len());
+                c.extend_from_slice(&b[..take]);
+                left -= take;
+                if left == 0 {
+                    break;
+                }
+            }
         }
         Ok(n)
     }
@@ -97,6 +114,7 @@ impl<T: Stream> TlsStream<T> {
             wire: None,
             eof: false,
             closing: false,
+            error: None,
         }
     }
 
@@ -114,24 +132,55 @@ impl<T: Stream> TlsStream<T> {
         Some([std::mem::take(&mut w[0]), std::mem::take(&mut w[1])])
     }
 
+    /// `got` bytes are the read's result if there are any (`e` waits for the next read, unless
+    /// it only says the socket is empty for now); else `e` is.
+    fn fail_after(&mut self, got: usize, e: io::Error) -> io::Result<usize> {
+        if got == 0 {
+            return Err(e);
+        }
+        if e.kind() != io::ErrorKind::WouldBlock {
+            self.error = Some(e);
+        }
+        Ok(got)
+    }
+
     fn send_pending(&mut self) -> io::Result<bool> {
         let copy = self.wire.as_mut().map(|w| &mut w[1]);
         send(&mut self.conn, &mut self.inner, copy)
     }
 }
 
+/// The most plaintext one record holds: a read goes on to the next record while its buffer
+/// has room for one more.
+const RECORD: usize = 16 << 10;
+
 impl<T: Stream> Stream for TlsStream<T> {
+    /// Decrypts as many records as the socket has and `buf` has room for, so that a stream
+    /// moves in big writes (four records per writev with the default buffer) rather than one
+    /// record per turn.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let mut got = 0usize;
         loop {
-            match self.conn.reader().read(buf) {
-                Ok(n) => return Ok(n),
+            match self.conn.reader().read(&mut buf[got..]) {
+                // close_notify (or an empty buffer).
+                Ok(0) => return Ok(got),
+                Ok(n) => {
+                    got += n;
+                    if got >= buf.len() {
+                        return Ok(got);
+                    }
+                    continue;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // The socket closed without close_notify: an end, as most servers make it.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(got),
+                Err(e) => return self.fail_after(got, e),
             }
-            if self.eof {
-                return Ok(0);
+            if self.eof || (got > 0 && buf.len() - got < RECORD) {
+                return Ok(got);
             }
             let mut r = Reader {
                 inner: &mut self.inner,
@@ -140,15 +189,13 @@ impl<T: Stream> Stream for TlsStream<T> {
             match self.conn.read_tls(&mut r) {
                 Ok(0) => self.eof = true,
                 Ok(_) => {}
-                Err(e) => return Err(e),
+                Err(e) => return self.fail_after(got, e),
             }
             if let Err(e) = self.conn.process_new_packets() {
                 // Our alert goes out if it can; the error ends the side.
                 let _ = self.send_pending();
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("TLS: {e}"),
-                ));
+                let e = io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"));
+                return self.fail_after(got, e);
             }
             // Answers the session owes (a key update) go when they can.
             let _ = self.send_pending();
