@@ -936,3 +936,69 @@ fn tls_through_the_proxy_listeners() {
         assert!(down.windows(16).any(|w| w == b"through a proxy\n"), "{d}");
     }
 }
+
+/// `--tls=rule2` intercepts the second rule only: the first relays a ClientHello as bytes.
+/// A name that is no rule's is one clear line at start-up.
+#[test]
+fn tls_for_one_rule_only() {
+    need("openssl");
+    need("curl");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = server_cert(dir.path());
+    let server = s_server(&cert, &key);
+    let plain = listener();
+    let r1 = format!("127.0.0.1:0={}", plain.local_addr().unwrap());
+    let r2 = format!("127.0.0.1:0={}", server.addr);
+    let ca = dir.path().join("ca");
+    let logs = dir.path().join("logs");
+    let mut cmd = Command::new(bin());
+    cmd.args(["-L", &r1, "-L", &r2, "--tls=rule2", "--insecure"])
+        .arg("--ca-dir")
+        .arg(&ca)
+        .arg("-d")
+        .arg(&logs);
+    // The rules' "listening on" lines come in their order.
+    let mut spy = Spy::spawn(cmd);
+    let a1 = spy.addr;
+    let second =
+        spy.wait_line(|l| l.starts_with("tcpspy: listening on ") && !l.contains(&a1.to_string()));
+    let a2: SocketAddr = second["tcpspy: listening on ".len()..]
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    spy.wait_line(|l| l.contains("tcpspy: TLS: clients must trust"));
+    let hello = [22u8, 3, 1, 0, 5, 1, 0, 0, 1, 0];
+    let mut c = connect(a1);
+    let mut s = accept(&plain);
+    c.write_all(&hello).unwrap();
+    let mut got = [0u8; 10];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, hello, "rule1 does not intercept");
+    drop((c, s));
+    spy.wait_closed(1);
+    let trust = ca.join("tcpspy-ca.pem");
+    let url = format!("https://localhost:{}/", a2.port());
+    let (code, body, err) = curl(&["--cacert", trust.to_str().unwrap(), &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(body.contains("s_server"));
+    spy.wait_closed(2);
+    assert_eq!(spy.stop(), 0);
+
+    let (code, err) = run_to_exit(&[
+        "-t",
+        "127.0.0.1:9",
+        "-l",
+        "127.0.0.1:0",
+        "--tls=rule7",
+        "--log",
+        "none",
+    ]);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--tls=rule7: no rule of that name (the rules are rule1)"),
+        "{err}"
+    );
+}
