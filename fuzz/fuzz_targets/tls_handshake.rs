@@ -70,7 +70,13 @@ fuzz_target!(|data: &[u8]| {
     let (mut client, mut server) = (Mem::default(), Mem::default());
     let mut more = pieces.peekable();
     loop {
-        match h.drive(&mut client, &mut server, &mut plan, "example.com", [127, 0, 0, 1].into()) {
+        match h.drive(
+            &mut client,
+            &mut server,
+            &mut plan,
+            "example.com",
+            [127, 0, 0, 1].into(),
+        ) {
             Step::Wait => {}
             Step::NotTls(bytes, _) => {
                 assert_eq!(bytes, fed, "a hello that was not one comes back whole");
