@@ -16,6 +16,7 @@
 //!   their destination, then every connection is closed.
 
 pub mod listen;
+pub mod script;
 pub mod summary;
 pub mod table;
 pub mod tap;
@@ -84,6 +85,8 @@ pub struct Settings {
     pub seed: u64,
     /// The proxy listeners: each rule's kind, and their policy.
     pub proxy: crate::config::ProxyPlan,
+    /// `tcpspy mock`: every accepted client is answered by a scripted server, not relayed.
+    pub mock: Option<Arc<crate::replay::peer::MockPlan>>,
 }
 
 /// Gives each direction of a connection that its rule has toxics for a fault stage (unless it
@@ -137,6 +140,8 @@ pub struct Reactor {
     control: Option<Queue>,
     /// Connections of proxy listeners in their handshake (with the resolver threads).
     pending: Option<Pending>,
+    /// `tcpspy replay`: the run ends when its one connection has (see [`script`]).
+    once: bool,
 }
 
 impl Reactor {
@@ -191,6 +196,7 @@ impl Reactor {
             stop,
             stopping: None,
             control: None,
+            once: false,
         })
     }
 
@@ -255,7 +261,7 @@ impl Reactor {
             }
             self.table.reap();
             self.accept_if_room(now);
-            if self.stopping.is_some() && self.table.is_empty() {
+            if (self.stopping.is_some() || self.once) && self.table.is_empty() {
                 break;
             }
         }
@@ -388,6 +394,10 @@ impl Reactor {
         let Some(rule) = self.settings.rules.get(w.rule) else {
             return Ok(());
         };
+        if let Some(plan) = self.settings.mock.clone() {
+            self.mock(w, plan, now);
+            return Ok(());
+        }
         let target = rule.target;
         let server = match TcpStream::connect(target) {
             Ok(server) => server,

@@ -270,8 +270,24 @@ impl<S: Socket> Table<S> {
             entry.activity = activity;
             entry.last_active = now;
         }
-        let wake = entry.conn.wake_at();
+        // A scripted peer (replay, mock) raises no poll event: it says when it has work.
+        let script = match status {
+            Status::Closed => Default::default(),
+            _ => entry.conn.scripted(now),
+        };
+        let wake = match (entry.conn.wake_at(), script.wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.timers.set(&mut entry.timers, key, Kind::Wake, wake);
+        let status = match (status, script.again) {
+            (Status::Open, true) => Status::Yielded,
+            (s, _) => s,
+        };
+        if let Some((side, how)) = script.end {
+            self.fail(key, side, how, now);
+            return;
+        }
         match status {
             Status::Open => {}
             Status::Stalled => {

@@ -6,8 +6,23 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use crate::sys::{self, Pipe, TcpStats};
+use crate::types::End;
+
+/// What a peer without a socket of its own (a scripted one: `tcpspy replay`'s client,
+/// `tcpspy mock`'s server) has to do. The poll raises no event for it, so the table asks after
+/// each drive of its connection ([`Socket::due`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// Nothing until the other side does something.
+    Idle,
+    /// Its next act is due then (now or past: drive the connection again at once).
+    At(Instant),
+    /// End the connection: this side ends so (the other gets the same end, or a reset).
+    End(End),
+}
 
 /// A byte stream a direction reads from (its source) or writes to (its sink).
 pub trait Stream {
@@ -74,6 +89,11 @@ pub trait Socket: Stream {
     }
     /// Makes the coming close send RST instead of FIN.
     fn reset_on_close(&self) {}
+    /// For a peer without a socket: what it has to do (see [`Due`]). `None` for a socket,
+    /// whose readiness the poll reports.
+    fn due(&mut self, _now: Instant) -> Option<Due> {
+        None
+    }
 }
 
 impl Stream for mio::net::TcpStream {
