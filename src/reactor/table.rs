@@ -335,6 +335,9 @@ impl<S: Socket> Table<S> {
         }
         entry.done = true;
         self.timers.clear(&mut entry.timers, key);
+        let ends = entry.conn.ends();
+        entry.conn.client.sock.ended(&ends);
+        entry.conn.server.sock.ended(&ends);
         for dir in Dir::BOTH {
             let story = entry.story.as_deref_mut();
             if let Some(event) = story.and_then(|s| s.release(entry.id, dir, now)) {

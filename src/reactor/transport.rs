@@ -138,4 +138,9 @@ impl Socket for Transport {
             Transport::Script(s) => s.due(now),
         }
     }
+    fn ended(&mut self, ends: &[(crate::types::Side, crate::types::End)]) {
+        if let Transport::Script(s) = self {
+            s.ended(ends);
+        }
+    }
 }

@@ -94,6 +94,9 @@ pub trait Socket: Stream {
     fn due(&mut self, _now: Instant) -> Option<Due> {
         None
     }
+    /// The connection closed, its sides having ended so (a scripted peer keeps it for its
+    /// report; a socket has nothing to do).
+    fn ended(&mut self, _ends: &[(crate::types::Side, End)]) {}
 }
 
 impl Stream for mio::net::TcpStream {

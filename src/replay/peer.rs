@@ -40,6 +40,8 @@ pub struct Shared {
     pub chosen: Option<usize>,
     /// The first departure of the client from the recorded one (mock).
     pub mismatch: Option<Mismatch>,
+    /// How the connection's sides ended, once it closed.
+    pub ends: Option<Vec<(Side, End)>>,
 }
 
 /// The recordings a mock answers from, and how.
@@ -339,5 +341,10 @@ impl Socket for ScriptPeer {
             return Some(Due::At(t));
         }
         Some(p.due().map_or(Due::Idle, Due::At))
+    }
+
+    fn ended(&mut self, ends: &[(Side, End)]) {
+        let ends = ends.to_vec();
+        self.with_shared(|s| s.ends = Some(ends));
     }
 }
