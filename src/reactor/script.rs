@@ -62,12 +62,14 @@ impl Reactor {
         let local = w.client.local_addr().unwrap_or(at);
         let mut server = ScriptPeer::server(plan, local, now);
         server.bind(self.log.clone(), w.id);
+        // No upstream leg: the client's own address stands for it, so that the files of the
+        // two directions have names of their own.
         self.log.send(Event::Open {
             id: w.id,
             rule: w.rule,
             client: w.addr,
             target: local,
-            local,
+            local: w.addr,
             at: w.at,
             target_name: None,
         });

@@ -103,8 +103,8 @@ pub fn open(source: &Path, connection: Option<&str>) -> Result<Recording, String
 
 /// The recordings `tcpspy mock SOURCE` answers from: one file (a capture: each of its
 /// conversations, or the one `connection` names), one connection of a log directory, or
-/// every hex dump and capture in a directory, in the order of their names (a log directory's
-/// names start with the time, then the number).
+/// every hex dump in a directory, in the order of their names (a log directory's names start
+/// with the time, then the number), or, if it has none, every conversation of its captures.
 pub fn all(source: &Path, connection: Option<&str>) -> Result<Vec<Recording>, String> {
     if !source.is_dir() {
         let bytes = read_file(source)?;
@@ -122,6 +122,7 @@ pub fn all(source: &Path, connection: Option<&str>) -> Result<Vec<Recording>, St
     let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     paths.sort();
     let mut out = Vec::new();
+    let mut captured = Vec::new();
     for p in paths {
         let name = file_name(&p).unwrap_or("");
         if !p.is_file() || name.starts_with("log-binary-") || name.ends_with(".jsonl") {
@@ -133,7 +134,7 @@ pub fn all(source: &Path, connection: Option<&str>) -> Result<Vec<Recording>, St
         match kind(&bytes) {
             Kind::Capture => {
                 let convs = pcapng::read_all(&bytes, &origin).map_err(at)?;
-                out.extend(convs.into_iter().map(|(_, r)| r));
+                captured.extend(convs.into_iter().map(|(_, r)| r));
             }
             Kind::HexDump => {
                 let text = String::from_utf8_lossy(&bytes);
@@ -141,6 +142,11 @@ pub fn all(source: &Path, connection: Option<&str>) -> Result<Vec<Recording>, St
             }
             Kind::Binary => {}
         }
+    }
+    // A log directory holds each connection in its hex dump and in the capture alike: the
+    // captures count only where there is no hex dump.
+    if out.is_empty() {
+        out = captured;
     }
     if out.is_empty() {
         return Err(format!(

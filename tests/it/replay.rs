@@ -1,0 +1,388 @@
+//! `tcpspy replay` and `tcpspy mock` with real servers and clients: an HTTP session from curl
+//! to nginx recorded through tcpspy replays identical with the date masked and differs once
+//! the file changes; a redis-cli session is answered by the mock with redis stopped; a hex
+//! dump written by the real gotcpspy replays; damaged recordings are one error line naming the
+//! line, exit 2; a client that departs from the recording gets what --on-mismatch says.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::thread;
+
+use crate::pcap::Redis;
+use crate::util::*;
+
+/// A real nginx serving `root` on a held loopback port, killed on drop.
+struct Nginx {
+    child: Child,
+    port: HeldPort,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(root: &Path) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let port = held_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             server {{ listen {}; root {}; }} }}\n",
+            port.addr,
+            root.display()
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = tool("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx runs");
+        let addr = port.addr;
+        wait_until("nginx accepts connections", || {
+            TcpStream::connect(addr).is_ok()
+        });
+        Nginx {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tcpspy ARGS` to its end: exit code, stdout, stderr.
+fn tcpspy(args: &[&str]) -> (i32, String, String) {
+    run_with_output(args, WAIT)
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// Records what `session` does through a tcpspy relaying to `target`, into a new directory;
+/// waits for `n` connections to close.
+fn record(target: SocketAddr, n: u64, session: impl FnOnce(SocketAddr)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target.to_string();
+    let mut spy = Spy::start(&["-t", &t, "-d", path(dir.path()), "--log", "hex,binary,pcap"]);
+    session(spy.addr);
+    for i in 1..=n {
+        spy.wait_closed(i);
+    }
+    assert_eq!(spy.stop(), 0);
+    dir
+}
+
+#[test]
+fn http_from_curl_to_nginx_replays_identical_then_differs() {
+    need("nginx");
+    need("curl");
+    let www = tempfile::tempdir().unwrap();
+    let file = www.path().join("hello.txt");
+    std::fs::write(&file, "Hello from nginx.\n").unwrap();
+    let nginx = Nginx::start(www.path());
+    let rec = record(nginx.port.addr, 1, |spy| {
+        let out = tool("curl")
+            .arg("-s")
+            .arg(format!("http://{spy}/hello.txt"))
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"Hello from nginx.\n");
+    });
+    let target = nginx.port.addr.to_string();
+    let dir = path(rec.path());
+    let replays = tempfile::tempdir().unwrap();
+    let (code, out, err) = tcpspy(&[
+        "replay",
+        dir,
+        "--connection",
+        "1",
+        "--target",
+        &target,
+        "--ignore",
+        "Date: [^\r]*",
+        "-d",
+        path(replays.path()),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("tcpspy replay: identical: "), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    // The new conversation was recorded like any connection.
+    let index = std::fs::read_to_string(replays.path().join("connections.jsonl")).unwrap();
+    assert!(
+        index.contains(&format!("\"target\":\"{target}\"")),
+        "{index}"
+    );
+    let dumps: Vec<PathBuf> = std::fs::read_dir(replays.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("log-") && !n.starts_with("log-binary-")
+        })
+        .collect();
+    assert_eq!(dumps.len(), 1);
+    let dump = std::fs::read_to_string(&dumps[0]).unwrap();
+    assert!(dump.contains("GET /hello.txt HTTP/1.1") || dump.contains("|GET /hello.txt H|"));
+
+    // Without the mask the Date line differs, unless the second is the same: not asserted.
+    // The served file changes: the answer differs, and the difference is shown.
+    std::fs::write(&file, "Hello from a changed nginx, with more to say.\n").unwrap();
+    let (code, out, err) = tcpspy(&[
+        "replay",
+        dir,
+        "--connection",
+        "1",
+        "--target",
+        &target,
+        "--ignore",
+        "Date: [^\r]*",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let first = out.lines().next().unwrap();
+    assert!(first.starts_with("tcpspy replay: different: "), "{out}");
+    assert!(first.contains(" bytes differ"), "{out}");
+    assert!(out.contains("\nrecorded:\n"), "{out}");
+    assert!(out.contains("\nreceived:\n"), "{out}");
+    // The excerpts show the Content-Length line of each: 18 bytes recorded, 46 now.
+    assert!(out.contains("6e 67 74 68 3a 20 31 38  0d 0a"), "{out}");
+    assert!(out.contains("6e 67 74 68 3a 20 34 36  0d 0a"), "{out}");
+
+    let (code, out, _) = tcpspy(&[
+        "replay",
+        dir,
+        "--connection",
+        "1",
+        "--target",
+        &target,
+        "--ignore",
+        "Date: [^\r]*",
+        "--json",
+    ]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["result"], "different");
+    assert!(v["first_difference"]["differing_bytes"].as_u64().unwrap() > 0);
+    assert!(v["client_bytes_sent"].as_u64().unwrap() > 0);
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> (bool, String) {
+    let out = tool("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text.trim().to_string())
+}
+
+#[test]
+fn redis_cli_is_answered_by_the_mock_with_redis_stopped() {
+    need("redis-server");
+    need("redis-cli");
+    let redis = Redis::start();
+    let rec = record(redis.port.addr, 2, |spy| {
+        assert_eq!(redis_cli(spy.port(), &["SET", "greeting", "hello"]).1, "OK");
+        assert_eq!(redis_cli(spy.port(), &["GET", "greeting"]).1, "hello");
+    });
+    let stopped = redis.port.addr;
+    drop(redis);
+    assert!(TcpStream::connect(stopped).is_err(), "redis is stopped");
+    let logs = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["mock", path(rec.path()), "--listen", "127.0.0.1:0", "-d"])
+        .arg(logs.path());
+    let mut mock = Spy::spawn(cmd);
+    let port = mock.addr.port();
+    // In the other order than recorded: each client gets the recording its command matches.
+    assert_eq!(
+        redis_cli(port, &["GET", "greeting"]),
+        (true, "hello".into())
+    );
+    assert_eq!(
+        redis_cli(port, &["SET", "greeting", "hello"]),
+        (true, "OK".into())
+    );
+    mock.wait_closed(2);
+    // A command that was never recorded: the mismatch on stderr, and the connection closed.
+    let (ok, text) = redis_cli(port, &["GET", "other"]);
+    assert!(!ok || text.is_empty() || text.contains("closed"), "{text}");
+    let line = mock.wait_line(|l| l.contains("mock: "));
+    assert!(line.contains("offset "), "{line}");
+    assert!(line.contains("received "), "{line}");
+    mock.wait_closed(3);
+    assert_eq!(mock.stop(), 0);
+    // The mock's conversations are recorded like any connection's, the mismatch with them.
+    let dump: String = std::fs::read_dir(logs.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().contains("-0003-"))
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("log-binary")
+        })
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(dump.contains("Mock mock on "), "{dump}");
+    assert!(dump.contains("offset "), "{dump}");
+}
+
+/// The POP3-like server the gotcpspy fixture was recorded against: a greeting, then an answer
+/// per line, and a close after QUIT.
+fn pop_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            timeouts(&s);
+            let _ = s.write_all(b"+OK POP3 ready\r\n");
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 256];
+            'conn: while let Ok(n) = s.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                    let line: Vec<u8> = buf.drain(..i + 2).collect();
+                    if line.starts_with(b"USER") {
+                        let _ = s.write_all(b"+OK send PASS\r\n");
+                    } else if line.starts_with(b"QUIT") {
+                        let _ = s.write_all(b"+OK bye\r\n");
+                        break 'conn;
+                    }
+                }
+            }
+        }
+    });
+    addr
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/log-2026.12.03-06.32.14-0001-127.0.0.1-51686-127.0.0.1-18110.log")
+}
+
+/// A hex dump written by the real gotcpspy (the seed article's program, built from
+/// /work/shared/bench/peers/gotcpspy, relaying a client to this same server): its lines name
+/// no side and carry no times, and the server speaks first.
+#[test]
+fn a_gotcpspy_hex_dump_replays() {
+    let server = pop_server().to_string();
+    let f = fixture();
+    let (code, out, err) = tcpspy(&["replay", path(&f), "--target", &server]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("tcpspy replay: identical: "), "{out}");
+    assert!(out.contains("answered the 17 bytes of"), "{out}");
+    assert!(out.contains("as recorded, 40 bytes"), "{out}");
+    // Renamed, the sides are told apart by the ports.
+    let dir = tempfile::tempdir().unwrap();
+    let renamed = dir.path().join("pop.txt");
+    std::fs::copy(&f, &renamed).unwrap();
+    let (code, out, _) = tcpspy(&["replay", path(&renamed), "--target", &server]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn damaged_recordings_are_one_error_line_naming_the_line() {
+    let text = std::fs::read_to_string(fixture()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.log");
+    // Cut in the middle of the third chunk's dump line.
+    let at = text.find("00000000  2b 4f 4b 20 73").unwrap() + 20;
+    std::fs::write(&cut, &text[..at]).unwrap();
+    let server = pop_server().to_string();
+    let (code, out, err) = tcpspy(&["replay", path(&cut), "--target", &server]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(out, "");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "tcpspy replay: error: {}: line 8: chunk #1 says 15 bytes",
+            cut.display()
+        )),
+        "{err}"
+    );
+    let bad = dir.path().join("bad.log");
+    std::fs::write(&bad, text.replace("55 53 45 52", "55 53 4x 52")).unwrap();
+    let (code, _, err) = tcpspy(&["replay", path(&bad), "--target", &server]);
+    assert_eq!(code, 2);
+    assert!(err.contains(": line 6: bad hex \"4x\""), "{err}");
+    // No server: one line, exit 2.
+    let gone = held_port().addr.to_string();
+    let (code, _, err) = tcpspy(&["replay", path(&fixture()), "--target", &gone]);
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("tcpspy replay: error: cannot connect to "),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn the_mock_plays_a_server_that_speaks_first_and_resets_on_mismatch() {
+    let mut mock = Spy::spawn({
+        let mut c = std::process::Command::new(bin());
+        c.args([
+            "mock",
+            path(&fixture()),
+            "--listen",
+            "127.0.0.1:0",
+            "--on-mismatch",
+            "reset",
+        ]);
+        c
+    });
+    // As recorded: the greeting comes first, each answer after its line, then the close.
+    let mut s = connect(mock.addr);
+    let mut got = vec![0u8; 16];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, b"+OK POP3 ready\r\n");
+    s.write_all(b"USER test\r\n").unwrap();
+    let mut got = vec![0u8; 15];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, b"+OK send PASS\r\n");
+    s.write_all(b"QUIT\r\n").unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"+OK bye\r\n", "then the recorded FIN");
+    drop(s);
+    mock.wait_closed(1);
+    // Another user: a reset, and the mismatch said.
+    let mut s = connect(mock.addr);
+    let mut got = vec![0u8; 16];
+    s.read_exact(&mut got).unwrap();
+    s.write_all(b"USER eve\r\n").unwrap();
+    let mut rest = Vec::new();
+    let e = s.read_to_end(&mut rest).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    let line = mock.wait_line(|l| l.contains("mock: mismatch"));
+    assert!(
+        line.contains("offset 5: expected 74 65 73 74 0d 0a 51 55 49 54 0d 0a \"test..QUIT..\", received 65 76 65 0d 0a \"eve..\"; resetting"),
+        "{line}"
+    );
+    assert_eq!(mock.stop(), 0);
+}
