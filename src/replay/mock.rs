@@ -41,10 +41,8 @@ pub fn choose(recs: &[Recording], got: &[u8], ended: bool) -> Choice {
             if got.get(..first.len()) == Some(first) {
                 return Choice::Chosen(i);
             }
-        } else if first.starts_with(got) {
-            if !ended {
-                return Choice::Wait;
-            }
+        } else if first.starts_with(got) && !ended {
+            return Choice::Wait;
         }
     }
     Choice::None

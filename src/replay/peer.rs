@@ -23,9 +23,10 @@ use crate::log::queue::Sender;
 use crate::relay::{Due, Socket, Stream};
 use crate::types::{Dir, End, Side};
 
-/// The name scripted peers give their story lines in the hex dump.
-pub const STAGE_REPLAY: &str = "replay";
-pub const STAGE_MOCK: &str = "mock";
+/// The names scripted peers give their story lines in the hex dump: the side they play
+/// (`Replay client on ...`, `Mock server on ...`).
+pub const STAGE_REPLAY: &str = "client";
+pub const STAGE_MOCK: &str = "server";
 
 /// What a scripted peer did, for its starter to read.
 #[derive(Default)]
@@ -140,12 +141,12 @@ impl ScriptPeer {
 
     fn note(&self, text: String, to_stderr: bool) {
         let Some((log, id)) = &self.log else { return };
-        let stage = match self.role {
-            Role::Client { .. } => STAGE_REPLAY,
-            Role::Server { .. } => STAGE_MOCK,
+        let (stage, command) = match self.role {
+            Role::Client { .. } => (STAGE_REPLAY, "replay"),
+            Role::Server { .. } => (STAGE_MOCK, "mock"),
         };
         if to_stderr {
-            log.send(Event::Line(format!("#{id:04} {stage}: {text}")));
+            log.send(Event::Line(format!("#{id:04} {command}: {text}")));
         }
         log.send(Event::Note {
             id: *id,
@@ -194,20 +195,30 @@ impl ScriptPeer {
                 }
             }
             Choice::None => {
-                let first = plan.recordings.first();
-                let m = first
-                    .map(|r| Check::new(r).feed(&heard))
-                    .unwrap_or_default()
-                    .unwrap_or(Mismatch {
-                        offset: 0,
-                        expected: Vec::new(),
-                        received: heard.iter().take(16).copied().collect(),
-                    });
+                // Told against the recording the client went along with longest (the first of equals).
+                let nearest = plan
+                    .recordings
+                    .iter()
+                    .rev()
+                    .filter_map(|r| Check::new(r).feed(&heard).map(|m| (m, &r.origin)))
+                    .max_by_key(|(m, _)| m.offset);
+                let (m, origin) = match nearest {
+                    Some((m, o)) => (m, o.clone()),
+                    None => (
+                        Mismatch {
+                            offset: 0,
+                            expected: Vec::new(),
+                            received: heard.iter().take(16).copied().collect(),
+                        },
+                        String::new(),
+                    ),
+                };
                 let n = plan.recordings.len();
                 let text = match n {
                     1 => format!("the client departs from the recorded one at {}", m.text()),
                     _ => format!(
-                        "no recording of {n} has this first client chunk; against the first: {}",
+                        "no recording of {n} has this first client chunk; the nearest, {origin}, \
+                         departs at {}",
                         m.text()
                     ),
                 };

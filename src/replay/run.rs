@@ -169,8 +169,13 @@ fn play(args: &ReplayArgs, rec: Recording, mask: &Mask) -> Result<Verdict> {
         .map_err(|_| anyhow!("the replay's state was lost"))?;
     let ends = s.ends.clone().unwrap_or_default();
     for (side, how) in &ends {
-        if let (Side::Server, End::ConnectFailed(_) | End::ConnectTimeout) = (side, how) {
-            bail!("cannot connect to {target}: {how}");
+        match (side, how) {
+            (Side::Server, End::ConnectFailed(e)) => bail!("cannot connect to {target}: {e}"),
+            (Side::Server, End::ConnectTimeout) => bail!(
+                "cannot connect to {target}: no answer within {} (--connect-timeout)",
+                crate::log::stamp::seconds(args.connect_timeout.0)
+            ),
+            _ => {}
         }
     }
     if !stats.failures.is_empty() {
@@ -259,7 +264,8 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
     }
     let masked = match v.masked {
         [0, 0] => String::new(),
-        [a, b] => format!(" ({a} and {b} bytes masked by --ignore)"),
+        [a, b] if a == b => format!(" ({a} bytes masked by --ignore on each side)"),
+        [a, b] => format!(" ({a} recorded and {b} received bytes masked by --ignore)"),
     };
     let tail = match notes.is_empty() {
         true => String::new(),
@@ -280,10 +286,13 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
             if !args.json {
                 println!(
                     "tcpspy replay: different: {target}'s answer departs from {origin} at byte {} \
-                     (received: byte {}); {} bytes differ; recorded {} bytes, received {}{masked}{tail}",
+                     (received: byte {}); {}; recorded {} bytes, received {}{masked}{tail}",
                     d.recorded_at,
                     d.received_at,
-                    d.count,
+                    match d.count {
+                        1 => "1 byte differs".to_string(),
+                        n => format!("{n} bytes differ"),
+                    },
                     v.recorded.len(),
                     v.received.len()
                 );

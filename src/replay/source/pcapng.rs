@@ -181,7 +181,7 @@ fn pcapng_frames(bytes: &[u8]) -> Result<Vec<Frame<'_>>, String> {
                 format!("byte {at}: a block of {len} bytes runs past the end of the file")
             }
         };
-        if len < 12 || len % 4 != 0 {
+        if len < 12 || !len.is_multiple_of(4) {
             return Err(format!(
                 "byte {at}: a block claims {len} bytes, not a pcapng block"
             ));
