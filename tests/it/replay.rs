@@ -393,3 +393,58 @@ fn the_mock_plays_a_server_that_speaks_first_and_resets_on_mismatch() {
     );
     assert_eq!(mock.stop(), 0);
 }
+
+/// What a client reads until the connection ends, by FIN or by reset: the server's reset
+/// reaches a client that has half-closed as tcpspy closes such a side, with a FIN, in the
+/// recording and in the mock alike.
+fn until_closed(c: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// A server that answers only after the client's FIN, then resets: recorded through tcpspy,
+/// the mock plays both, the half-close awaited and the reset played (its record says so).
+#[test]
+fn the_mock_awaits_a_half_close_and_plays_a_recorded_reset() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = l.local_addr().unwrap();
+    thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        timeouts(&s);
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let _ = s.write_all(format!("got {} bytes\n", got.len()).as_bytes());
+        let _ = socket2::SockRef::from(&s).set_linger(Some(std::time::Duration::ZERO));
+    });
+    let rec = record(server, 1, |spy| {
+        let mut c = connect(spy);
+        c.write_all(b"hello").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(until_closed(&mut c), b"got 5 bytes\n");
+    });
+    let logs = tempfile::tempdir().unwrap();
+    let mut mock = Spy::spawn({
+        let mut c = std::process::Command::new(bin());
+        c.args(["mock", path(rec.path()), "--listen", "127.0.0.1:0", "-d"])
+            .arg(logs.path());
+        c
+    });
+    let mut c = connect(mock.addr);
+    c.write_all(b"hello").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(until_closed(&mut c), b"got 5 bytes\n");
+    let closed = mock.wait_closed(1);
+    assert!(
+        closed.ends_with("client EOF, then server reset"),
+        "{closed}"
+    );
+    assert_eq!(mock.stop(), 0);
+}
