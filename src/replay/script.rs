@@ -68,6 +68,9 @@ pub struct Player {
     other_ends: bool,
     /// Acts that went on a turn timeout.
     pub timeouts: u32,
+    /// This side has ended (its recorded end, or the FIN it gives once its acts are over
+    /// and the other side has closed).
+    closed: bool,
 }
 
 impl Player {
@@ -108,6 +111,7 @@ impl Player {
             other_total: other,
             other_ends: other_end,
             timeouts: 0,
+            closed: false,
         };
         p.check(now);
         p
@@ -139,6 +143,10 @@ impl Player {
 
     /// When the next act may go; `None` when nothing is left, or it waits for ever.
     pub fn due(&self) -> Option<Instant> {
+        if self.finished() && self.heard_end && !self.closed {
+            // The recording has no end for this side, and nothing more will come: close.
+            return Some(self.last);
+        }
         let t = self.turns.get(self.next)?;
         if self.pos > 0 {
             return Some(self.last);
@@ -154,13 +162,15 @@ impl Player {
     }
 
     /// When a replay whose acts are all played should end the connection, the other side
-    /// not having ended: at once if it sent all it had recorded and the recording has no end
-    /// for it, else a turn timeout after the last thing that happened.
+    /// not having ended: at once if it sent all it had recorded (something) and the recording
+    /// has no end for it, else a turn timeout after the last thing that happened.
     pub fn done_at(&self) -> Option<Instant> {
         if !self.finished() || self.heard_end {
             return None;
         }
-        if self.heard >= self.other_total && !self.other_ends {
+        // (A recording with nothing from the other side, a lone client log, says nothing of
+        // how much to await: the timeout decides.)
+        if self.other_total > 0 && self.heard >= self.other_total && !self.other_ends {
             return Some(self.last);
         }
         self.opts
@@ -174,7 +184,8 @@ impl Player {
             return Out::Wait;
         }
         let Some(t) = self.turns.get(self.next) else {
-            return Out::Wait;
+            self.closed = true;
+            return Out::Fin;
         };
         if self.pos == 0 && self.met.is_none() {
             self.timeouts = self.timeouts.saturating_add(1);
@@ -193,8 +204,14 @@ impl Player {
                 }
                 Out::Bytes(n)
             }
-            Act::Fin => Out::Fin,
-            Act::Reset => Out::Reset,
+            Act::Fin => {
+                self.closed = true;
+                Out::Fin
+            }
+            Act::Reset => {
+                self.closed = true;
+                Out::Reset
+            }
         };
         self.next = self.next.saturating_add(1);
         self.pos = 0;
@@ -310,5 +327,23 @@ mod tests {
         p.hear(3, t1);
         p.hear_end(t1);
         assert!(p.due().is_some());
+    }
+
+    #[test]
+    fn with_no_recorded_end_a_side_closes_once_the_other_has() {
+        let t0 = Instant::now();
+        let mut r = Recording::new("b");
+        r.data(Side::Client, b"ask".to_vec(), None);
+        r.data(Side::Server, b"answer".to_vec(), None);
+        let mut p = Player::new(&r, Side::Client, ASAP, t0);
+        let mut buf = [0u8; 8];
+        assert_eq!(p.read(&mut buf, t0), Out::Bytes(3));
+        assert_eq!(p.due(), None);
+        p.hear(2, t0);
+        p.hear_end(t0);
+        assert_eq!(p.due(), Some(t0));
+        assert_eq!(p.read(&mut buf, t0), Out::Fin);
+        assert_eq!(p.due(), None);
+        assert_eq!(p.done_at(), None);
     }
 }

@@ -448,3 +448,112 @@ fn the_mock_awaits_a_half_close_and_plays_a_recorded_reset() {
     );
     assert_eq!(mock.stop(), 0);
 }
+
+/// A line server: `pong` for each `ping`, closing after the client's FIN.
+fn ping_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            thread::spawn(move || {
+                timeouts(&s);
+                let mut buf = [0u8; 256];
+                let mut line = Vec::new();
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    for &b in &buf[..n] {
+                        line.push(b);
+                        if b == b'\n' {
+                            let _ = s.write_all(b"pong\n");
+                            line.clear();
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Every record of a connection replays: the log directory by number (its hex dump), the
+/// capture, a directory as written before the index existed, the binary logs with the index
+/// alone, and the client's binary log alone.
+#[test]
+fn every_record_of_a_connection_replays() {
+    let server = ping_server();
+    let rec = record(server, 1, |spy| {
+        let mut c = connect(spy);
+        for _ in 0..2 {
+            c.write_all(b"ping\n").unwrap();
+            let mut got = [0u8; 5];
+            c.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"pong\n");
+        }
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(until_closed(&mut c), b"");
+    });
+    let names: Vec<String> = std::fs::read_dir(rec.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let find = |p: &str| names.iter().find(|n| n.starts_with(p)).cloned().unwrap();
+    let capture = rec.path().join(find("capture-"));
+    let binaries: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("log-binary-"))
+        .collect();
+    // A directory as written before connections.jsonl: the hex dump and the binary logs.
+    let old = tempfile::tempdir().unwrap();
+    for n in names.iter().filter(|n| n.starts_with("log-")) {
+        std::fs::copy(rec.path().join(n), old.path().join(n)).unwrap();
+    }
+    // Binary logs and the index only (the hex dump gone): the index's names tell the sides.
+    let bare = tempfile::tempdir().unwrap();
+    for n in binaries
+        .iter()
+        .copied()
+        .chain([&"connections.jsonl".to_string()])
+    {
+        std::fs::copy(rec.path().join(n), bare.path().join(n)).unwrap();
+    }
+    let client_log = binaries
+        .iter()
+        .find(|b| !b.ends_with(&format!("-{}.log", server.port())))
+        .map(|b| rec.path().join(b))
+        .unwrap();
+    let target = server.to_string();
+    let dir = path(rec.path());
+    for args in [
+        vec!["replay", dir, "--connection", "1"],
+        vec!["replay", path(&capture)],
+        vec!["replay", path(old.path()), "--connection", "1"],
+        vec!["replay", path(bare.path()), "--connection", "0001"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--target", &target]);
+        let (code, out, err) = tcpspy(&args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        assert!(out.starts_with("tcpspy replay: identical: "), "{out}");
+        assert!(out.contains("answered the 10 bytes of"), "{out}");
+        assert!(out.contains("as recorded, 10 bytes"), "{out}");
+    }
+    // The client's log alone: sent as one stream, the answer only told (nothing to compare).
+    let (code, out, err) = tcpspy(&[
+        "replay",
+        path(&client_log),
+        "--target",
+        &target,
+        "--turn-timeout",
+        "200ms",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("tcpspy replay: sent: "), "{out}");
+    assert!(out.contains("got the 10 bytes of"), "{out}");
+    assert!(
+        out.contains("and answered 10 bytes; the recording holds no answer"),
+        "{out}"
+    );
+}

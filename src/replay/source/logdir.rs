@@ -77,15 +77,31 @@ pub fn sort(dir: &Path, number: &str, names: &[String]) -> Files {
         let rest = rest.get(rest.find('-')?.saturating_add(1)..)?;
         Some(rest.to_string())
     });
+    let peer_of = |n: &str, num: &str| -> Option<String> {
+        let stem = n.strip_suffix(".log").unwrap_or(n);
+        stem.get(stem.find(num).map_or(0, |i| i + num.len() + 1)..)
+            .map(str::to_string)
+    };
+    // No hex dump to tell: the client's file is named after tcpspy's own address toward the
+    // server, an ephemeral port, the server's after the target's port; that tells them apart
+    // when exactly one of the two is ephemeral.
+    let ephemerals = names
+        .iter()
+        .filter_map(|n| match name_number(n) {
+            Some((true, num)) => peer_of(n, num),
+            _ => None,
+        })
+        .filter(|p| ephemeral(p))
+        .count();
     for n in names {
         match name_number(n) {
             Some((false, _)) => files.hex = Some(dir.join(n)),
             Some((true, num)) => {
-                let stem = n.strip_suffix(".log").unwrap_or(n);
-                let peer = stem.get(stem.find(num).map_or(0, |i| i + num.len() + 1)..);
-                let side = match (peer, &hex_peers) {
+                let peer = peer_of(n, num);
+                let side = match (peer.as_deref(), &hex_peers) {
                     (Some(p), Some(h)) if h.starts_with(&format!("{p}-")) => Some(0),
                     (Some(p), Some(h)) if h.ends_with(&format!("-{p}")) => Some(1),
+                    (Some(p), None) if ephemerals == 1 => Some(usize::from(!ephemeral(p))),
                     _ => None,
                 };
                 // The index lists the client's binary log before the server's.
@@ -100,6 +116,15 @@ pub fn sort(dir: &Path, number: &str, names: &[String]) -> Files {
         }
     }
     files
+}
+
+/// True if a printable address (`127.0.0.1-48306`) ends in an ephemeral port (32768 and up,
+/// Linux's default range).
+fn ephemeral(peer: &str) -> bool {
+    peer.rsplit('-')
+        .next()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p >= 32768)
 }
 
 /// Lists the directory: the named connection's files (by the index, else by file names) and
@@ -132,6 +157,11 @@ pub fn find(dir: &Path, wanted: &str) -> Result<Files, String> {
             sort(dir, &number, &mine)
         }
     };
+    // The index may name files that are gone (removed by hand, or by the log budget).
+    files.hex = files.hex.filter(|p| p.is_file());
+    for b in &mut files.binary {
+        *b = b.take().filter(|p| p.is_file());
+    }
     files.captures = captures;
     Ok(files)
 }
@@ -162,5 +192,9 @@ mod tests {
         assert!(client.ends_with("127.0.0.1-48306.log"), "{client}");
         let server = f.binary[1].as_ref().unwrap().display().to_string();
         assert!(server.ends_with("127.0.0.1-18000.log"), "{server}");
+        // Without the hex dump, by the ports.
+        let f = sort(Path::new("d"), &number, &names[1..]);
+        let client = f.binary[0].as_ref().unwrap().display().to_string();
+        assert!(client.ends_with("127.0.0.1-48306.log"), "{client}");
     }
 }
