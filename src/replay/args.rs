@@ -47,7 +47,7 @@ pub struct ReplayArgs {
     pub connection: Option<String>,
 
     /// How long a client chunk waits for the server bytes recorded before it; then it goes
-    /// anyway (and the end waits as long for the server's)
+    /// anyway (and the end waits as long for the server's); 0 waits for ever
     #[arg(long = "turn-timeout", value_name = "DURATION", default_value = "2s")]
     pub turn_timeout: Span,
 

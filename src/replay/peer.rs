@@ -31,8 +31,11 @@ pub const STAGE_MOCK: &str = "server";
 /// What a scripted peer did, for its starter to read.
 #[derive(Default)]
 pub struct Shared {
-    /// The other side's bytes, all of them (a replay compares them).
+    /// The other side's bytes (a replay compares them; a mock keeps them only until it has
+    /// chosen its recording), at most [`KEPT`] past what the recording has.
     pub heard: Vec<u8>,
+    /// How many bytes the other side sent in all.
+    pub heard_total: u64,
     /// The other side half-closed.
     pub heard_end: bool,
     /// Acts that went on a turn timeout.
@@ -44,6 +47,10 @@ pub struct Shared {
     /// How the connection's sides ended, once it closed.
     pub ends: Option<Vec<(Side, End)>>,
 }
+
+/// Bytes of the other side kept beyond the recorded amount: enough to show any difference,
+/// bounded against a server that never stops.
+pub const KEPT: usize = 16 << 20;
 
 /// The recordings a mock answers from, and how.
 #[derive(Debug)]
@@ -284,7 +291,16 @@ impl Stream for ScriptPeer {
 
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let now = Instant::now();
-        self.with_shared(|s| s.heard.extend_from_slice(buf));
+        let keep = match &self.role {
+            Role::Client { rec } => rec.stream(Side::Server).len().saturating_add(KEPT),
+            Role::Server { .. } if self.player.is_some() => 0,
+            Role::Server { .. } => KEPT,
+        };
+        self.with_shared(|s| {
+            s.heard_total = s.heard_total.saturating_add(buf.len() as u64);
+            let room = keep.saturating_sub(s.heard.len()).min(buf.len());
+            s.heard.extend_from_slice(buf.get(..room).unwrap_or(&[]));
+        });
         if let Some(p) = &mut self.player {
             p.hear(buf.len(), now);
         }

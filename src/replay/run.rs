@@ -109,6 +109,8 @@ struct Verdict {
     difference: Option<compare::Difference>,
     recorded: Vec<u8>,
     received: Vec<u8>,
+    /// Bytes the server sent in all (more than `received` keeps past [`super::peer::KEPT`]).
+    received_total: u64,
     sent: u64,
     timeouts: u32,
     server_end: Option<String>,
@@ -186,11 +188,13 @@ fn play(args: &ReplayArgs, rec: Recording, mask: &Mask) -> Result<Verdict> {
         .find(|(side, _)| *side == Side::Server)
         .map(|(_, how)| how.to_string());
     let received = s.heard.clone();
+    let received_total = s.heard_total;
     Ok(Verdict {
         difference: compare::compare(mask, &recorded, &received),
         masked: [mask.apply(&recorded).masked, mask.apply(&received).masked],
         recorded,
         received,
+        received_total,
         sent: totals.map_or(0, |t| t.bytes[0]),
         timeouts: s.timeouts,
         server_end,
@@ -252,7 +256,7 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
                 "source": origin,
                 "target": target,
                 "client_bytes_sent": v.sent,
-                "received_bytes": v.received.len(),
+                "received_bytes": v.received_total,
                 "server_end": v.server_end,
             });
             println!("{out}");
@@ -260,8 +264,7 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
             println!(
                 "tcpspy replay: sent: {target} got the {} bytes of {origin} and answered {} bytes; \
                  the recording holds no answer to compare with (a client-side log alone)",
-                v.sent,
-                v.received.len()
+                v.sent, v.received_total
             );
         }
         return ExitCode::SUCCESS;
@@ -276,7 +279,7 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
             "target": target,
             "client_bytes_sent": v.sent,
             "recorded_bytes": v.recorded.len(),
-            "received_bytes": v.received.len(),
+            "received_bytes": v.received_total,
             "masked_bytes": {"recorded": v.masked[0], "received": v.masked[1]},
             "first_difference": diff,
             "turn_timeouts": v.timeouts,
@@ -299,8 +302,7 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
             if !args.json {
                 println!(
                     "tcpspy replay: identical: {target} answered the {} bytes of {origin} as recorded, {} bytes{masked}{tail}",
-                    v.sent,
-                    v.received.len()
+                    v.sent, v.received_total
                 );
             }
             ExitCode::SUCCESS
@@ -317,7 +319,7 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
                         n => format!("{n} bytes differ"),
                     },
                     v.recorded.len(),
-                    v.received.len()
+                    v.received_total
                 );
                 print!(
                     "recorded:\n{}received:\n{}",
