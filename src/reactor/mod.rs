@@ -14,6 +14,10 @@
 //!   logger's wake-up.
 //! - **Stopping.** Listeners close, reads stop, buffered bytes get [`STOP_FLUSH`] to reach
 //!   their destination, then every connection is closed.
+//! - **Scripted peers** (`tcpspy replay`, `tcpspy mock`: [`script`]). A side played from a
+//!   recording has no socket and raises no event: after each drive of its connection the
+//!   table asks it what it has to do ([`crate::relay::Socket::due`]), a deadline of the same
+//!   timer set or a drive at once. A replay's run ends with its one connection.
 
 pub mod listen;
 pub mod script;
