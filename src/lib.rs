@@ -12,7 +12,9 @@
 //! - [`pool`]: relay buffers, held only while bytes are in flight;
 //! - [`log`]: the logging thread, its bounded queue and one module per output format;
 //! - [`sys`]: socket and process settings std lacks;
-//! - [`bench`]: `tcpspy bench`, direct and proxied downloads in one process.
+//! - [`bench`]: `tcpspy bench`, direct and proxied downloads in one process;
+//! - [`replay`]: `tcpspy replay` and `tcpspy mock`, a recording played again as a scripted
+//!   client or server, in the same reactor and logged by the same thread.
 
 pub mod bench;
 pub mod cli;
@@ -24,6 +26,7 @@ pub mod pool;
 pub mod proxy;
 pub mod reactor;
 pub mod relay;
+pub mod replay;
 pub mod stop;
 pub mod sys;
 pub mod tls;
@@ -165,6 +168,7 @@ impl Proxy {
             faults: lives.clone(),
             seed: config.faults.seed,
             proxy: config.proxy.clone(),
+            mock: None,
         };
         let mut reactor = Reactor::new(poll, stop.clone(), listeners, settings, logger.sender())
             .context("cannot register the listeners")?;

@@ -18,6 +18,9 @@ fn main() -> ExitCode {
     };
     let result = match args.command.take() {
         Some(Command::Bench(bench)) => BenchConfig::from_args(bench).and_then(tcpspy::bench::run),
+        // A replay's status says identical (0), different (1) or error (2).
+        Some(Command::Replay(replay)) => return tcpspy::replay::run::replay(replay),
+        Some(Command::Mock(mock)) => tcpspy::replay::run::mock(mock),
         None => tcpspy::cli::config(args).and_then(|c| tcpspy::run(c).map(drop)),
     };
     match result {

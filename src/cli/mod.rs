@@ -323,6 +323,25 @@ pub enum Command {
     /// volume and the proxy's CPU per GiB, per round and the median. With --rtt it times
     /// small request/response exchanges instead. Needs no server and no set-up.
     Bench(BenchArgs),
+
+    /// Plays a recorded connection again against a server and compares the answers
+    ///
+    /// Connects to --target and sends the recorded client's chunks turn by turn: each waits
+    /// until the server has sent as many bytes as it had before that chunk in the recording
+    /// (or --turn-timeout). Then compares the server's answer with the recorded one: identical
+    /// exits 0; different prints the first difference as a hex dump excerpt of both sides and
+    /// exits 1; an error (cannot connect, bad recording) exits 2. The new conversation is
+    /// recorded like any connection with --log-dir.
+    Replay(crate::replay::args::ReplayArgs),
+
+    /// Answers clients as the recorded server did
+    ///
+    /// Listens on --listen; once a client has sent what the recorded client sent up to a
+    /// turn, it gets the server's bytes of that turn, and the recorded end (FIN or reset).
+    /// Given several recordings (a directory, a capture), each client gets the first whose
+    /// first client chunk matches. A client that departs gets --on-mismatch; the mismatch
+    /// goes to stderr and to the logs. Runs until SIGINT or SIGTERM.
+    Mock(crate::replay::args::MockArgs),
 }
 
 fn max_connections(s: &str) -> Result<usize> {

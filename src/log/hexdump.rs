@@ -501,9 +501,11 @@ pub fn note(
     at: SystemTime,
 ) {
     let (src, dst) = (dir.source(), dir.source().other());
-    let what = match crate::proxy::STAGES.contains(&stage) {
-        true => "Proxy",
-        false => "Fault",
+    let what = match stage {
+        s if crate::proxy::STAGES.contains(&s) => "Proxy",
+        crate::replay::peer::STAGE_REPLAY => "Replay",
+        crate::replay::peer::STAGE_MOCK => "Mock",
+        _ => "Fault",
     };
     let line = format!(
         "{what} {stage} on {} ({}) -> {} ({}) at ",

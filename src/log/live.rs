@@ -123,9 +123,11 @@ pub fn note_line(
     at: SystemTime,
 ) {
     let (src, dst) = (dir.source(), dir.source().other());
-    let what = match crate::proxy::STAGES.contains(&stage) {
-        true => "proxy",
-        false => "fault",
+    let what = match stage {
+        s if crate::proxy::STAGES.contains(&s) => "proxy",
+        crate::replay::peer::STAGE_REPLAY => "replay",
+        crate::replay::peer::STAGE_MOCK => "mock",
+        _ => "fault",
     };
     let line = format!(
         "#{} {what} {stage} {} {} -> {} {} at ",

@@ -14,8 +14,13 @@
 //!   logger's wake-up.
 //! - **Stopping.** Listeners close, reads stop, buffered bytes get [`STOP_FLUSH`] to reach
 //!   their destination, then every connection is closed.
+//! - **Scripted peers** (`tcpspy replay`, `tcpspy mock`: [`script`]). A side played from a
+//!   recording has no socket and raises no event: after each drive of its connection the
+//!   table asks it what it has to do ([`crate::relay::Socket::due`]), a deadline of the same
+//!   timer set or a drive at once. A replay's run ends with its one connection.
 
 pub mod listen;
+pub mod script;
 pub mod summary;
 pub mod table;
 pub mod tap;
@@ -84,6 +89,8 @@ pub struct Settings {
     pub seed: u64,
     /// The proxy listeners: each rule's kind, and their policy.
     pub proxy: crate::config::ProxyPlan,
+    /// `tcpspy mock`: every accepted client is answered by a scripted server, not relayed.
+    pub mock: Option<Arc<crate::replay::peer::MockPlan>>,
 }
 
 /// Gives each direction of a connection that its rule has toxics for a fault stage (unless it
@@ -139,6 +146,8 @@ pub struct Reactor {
     pending: Option<Pending>,
     /// By rule: intercept TLS (`--tls`).
     tls_rules: Vec<bool>,
+    /// `tcpspy replay`: the run ends when its one connection has (see [`script`]).
+    once: bool,
 }
 
 impl Reactor {
@@ -194,6 +203,7 @@ impl Reactor {
             stopping: None,
             control: None,
             tls_rules: Vec::new(),
+            once: false,
         })
     }
 
@@ -281,7 +291,7 @@ impl Reactor {
             }
             self.table.reap();
             self.accept_if_room(now);
-            if self.stopping.is_some() && self.table.is_empty() {
+            if (self.stopping.is_some() || self.once) && self.table.is_empty() {
                 break;
             }
         }
@@ -414,6 +424,10 @@ impl Reactor {
         let Some(rule) = self.settings.rules.get(w.rule) else {
             return Ok(());
         };
+        if let Some(plan) = self.settings.mock.clone() {
+            self.mock(w, plan, now);
+            return Ok(());
+        }
         let target = rule.target;
         let server = match TcpStream::connect(target) {
             Ok(server) => server,

@@ -314,10 +314,26 @@ impl<S: Socket> Table<S> {
             entry.activity = activity;
             entry.last_active = now;
         }
-        let wake = entry.conn.wake_at();
+        // A scripted peer (replay, mock) raises no poll event: it says when it has work.
+        let script = match status {
+            Status::Closed => Default::default(),
+            _ => entry.conn.scripted(now),
+        };
+        let wake = match (entry.conn.wake_at(), script.wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.timers.set(&mut entry.timers, key, Kind::Wake, wake);
         if self.tls.as_ref().is_some_and(|t| t.wire) {
             send_wire(&self.log, entry.id, &mut entry.conn.client.sock);
+        }
+        let status = match (status, script.again) {
+            (Status::Open, true) => Status::Yielded,
+            (s, _) => s,
+        };
+        if let Some((side, how)) = script.end {
+            self.fail(key, side, how, now);
+            return;
         }
         match status {
             Status::Open => {}
@@ -501,6 +517,9 @@ impl<S: Socket> Table<S> {
         }
         entry.done = true;
         self.timers.clear(&mut entry.timers, key);
+        let ends = entry.conn.ends();
+        entry.conn.client.sock.ended(&ends);
+        entry.conn.server.sock.ended(&ends);
         for dir in Dir::BOTH {
             let story = entry.story.as_deref_mut();
             if let Some(event) = story.and_then(|s| s.release(entry.id, dir, now)) {

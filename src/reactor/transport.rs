@@ -1,15 +1,17 @@
 //! The streams the reactor relays between: a [`Transport`] is what a connection's side is
-//! in the reactor's table. A plain TCP socket, or a TLS session over one (`--tls`, made from
-//! a TCP socket once both handshakes are done); a scripted peer that plays a recording
-//! (issue 14) is a further variant. Each implements the relay's [`Stream`] and [`Socket`] by
-//! delegating, and hands the reactor the TCP socket to register with the poll, if it has one.
+//! in the reactor's table: a plain TCP socket, a TLS session over one (`--tls`, made from a
+//! TCP socket once both handshakes are done), or a scripted peer that plays a recording
+//! ([`ScriptPeer`]: `tcpspy replay`, `tcpspy mock`; no socket, so nothing to register). Each
+//! implements the relay's [`Stream`] and [`Socket`] by delegating, and hands the reactor the
+//! TCP socket to register with the poll, if it has one.
 
 use std::io;
 use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
-use crate::relay::{Socket, Stream};
+use crate::relay::{Due, Socket, Stream};
+use crate::replay::peer::ScriptPeer;
 use crate::sys::{Pipe, TcpStats};
 use crate::tls::TlsStream;
 
@@ -17,6 +19,8 @@ use crate::tls::TlsStream;
 pub enum Transport {
     Tcp(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// A peer played from a recording (`tcpspy replay`, `tcpspy mock`): no socket.
+    Script(Box<ScriptPeer>),
     /// Only while a socket changes from one variant to another.
     Gone,
 }
@@ -31,7 +35,7 @@ impl Transport {
         match self {
             Transport::Tcp(s) => Some(s),
             Transport::Tls(t) => Some(&mut t.inner),
-            Transport::Gone => None,
+            Transport::Script(_) | Transport::Gone => None,
         }
     }
 
@@ -39,7 +43,7 @@ impl Transport {
         match self {
             Transport::Tcp(s) => Some(s),
             Transport::Tls(t) => Some(&t.inner),
-            Transport::Gone => None,
+            Transport::Script(_) | Transport::Gone => None,
         }
     }
 
@@ -48,6 +52,7 @@ impl Transport {
         match self {
             Transport::Tcp(s) => Some(s),
             Transport::Tls(t) => Some(t.as_mut()),
+            Transport::Script(s) => Some(s.as_mut()),
             Transport::Gone => None,
         }
     }
@@ -56,6 +61,7 @@ impl Transport {
         match self {
             Transport::Tcp(s) => Some(s),
             Transport::Tls(t) => Some(t.as_ref()),
+            Transport::Script(s) => Some(s.as_ref()),
             Transport::Gone => None,
         }
     }
@@ -157,6 +163,17 @@ impl Socket for Transport {
         match self {
             Transport::Tls(t) => t.take_wire(),
             _ => None,
+        }
+    }
+    fn due(&mut self, now: std::time::Instant) -> Option<Due> {
+        match self {
+            Transport::Script(s) => s.due(now),
+            _ => None,
+        }
+    }
+    fn ended(&mut self, ends: &[(crate::types::Side, crate::types::End)]) {
+        if let Transport::Script(s) = self {
+            s.ended(ends);
         }
     }
 }

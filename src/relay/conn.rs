@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::pipeline::{Peer, Pipeline, Pump};
 use super::stage::{Stage, Tap};
-use super::stream::Stream;
+use super::stream::{Due, Socket, Stream};
 use crate::pool::Pool;
 use crate::types::{Dir, End, Side};
 
@@ -288,6 +288,47 @@ impl<S: Stream> Conn<S> {
             *u = h.pending() as u64;
             h.release(pool);
         }
+    }
+}
+
+/// What the scripted sides of a connection asked for after a drive ([`Conn::scripted`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scripted {
+    /// The earliest time a scripted side's next act is due, if later than now.
+    pub wake: Option<Instant>,
+    /// A scripted side has an act due now and was not readable: drive again.
+    pub again: bool,
+    /// A scripted side ends the connection.
+    pub end: Option<(Side, End)>,
+}
+
+impl<S: Socket> Conn<S> {
+    /// Asks each side without a socket what it has to do: a peer whose act is due is made
+    /// readable (it raises no event of its own), and it is always writable (it takes every
+    /// byte).
+    pub fn scripted(&mut self, now: Instant) -> Scripted {
+        let mut out = Scripted::default();
+        if self.phase != Phase::Relaying {
+            return out;
+        }
+        for peer in [&mut self.client, &mut self.server] {
+            let Some(due) = peer.sock.due(now) else {
+                continue;
+            };
+            peer.writable = true;
+            match due {
+                Due::Idle => {}
+                Due::At(t) if t <= now => {
+                    if !peer.readable {
+                        peer.readable = true;
+                        out.again = true;
+                    }
+                }
+                Due::At(t) => out.wake = Some(out.wake.map_or(t, |w| w.min(t))),
+                Due::End(how) => out.end = Some((peer.side, how)),
+            }
+        }
+        out
     }
 }
 

@@ -9,7 +9,7 @@ pub mod pipeline;
 pub mod stage;
 pub mod stream;
 
-pub use conn::{Conn, Phase, Status};
+pub use conn::{Conn, Phase, Scripted, Status};
 pub use pipeline::{Fault, Peer, Pipeline};
 pub use stage::{Release, Stage, Tap};
-pub use stream::{Socket, Stream};
+pub use stream::{Due, Socket, Stream};

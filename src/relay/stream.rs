@@ -6,8 +6,23 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use crate::sys::{self, Pipe, TcpStats};
+use crate::types::End;
+
+/// What a peer without a socket of its own (a scripted one: `tcpspy replay`'s client,
+/// `tcpspy mock`'s server) has to do. The poll raises no event for it, so the table asks after
+/// each drive of its connection ([`Socket::due`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// Nothing until the other side does something.
+    Idle,
+    /// Its next act is due then (now or past: drive the connection again at once).
+    At(Instant),
+    /// End the connection: this side ends so (the other gets the same end, or a reset).
+    End(End),
+}
 
 /// A byte stream a direction reads from (its source) or writes to (its sink).
 pub trait Stream {
@@ -98,6 +113,14 @@ pub trait Socket: Stream {
     fn take_wire(&mut self) -> Option<[Vec<u8>; 2]> {
         None
     }
+    /// For a peer without a socket: what it has to do (see [`Due`]). `None` for a socket,
+    /// whose readiness the poll reports.
+    fn due(&mut self, _now: Instant) -> Option<Due> {
+        None
+    }
+    /// The connection closed, its sides having ended so (a scripted peer keeps it for its
+    /// report; a socket has nothing to do).
+    fn ended(&mut self, _ends: &[(crate::types::Side, End)]) {}
 }
 
 impl Stream for mio::net::TcpStream {

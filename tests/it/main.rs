@@ -18,6 +18,7 @@ mod pcap;
 mod proxy;
 mod proxy_props;
 mod relay;
+mod replay;
 mod sim;
 mod startup;
 mod story;

@@ -470,15 +470,15 @@ fn curl_session_is_dissected_as_http() {
 }
 
 /// A real redis-server on loopback, killed on drop.
-struct Redis {
+pub struct Redis {
     child: Child,
     /// Where it listens: a port held for it, which it binds itself (redis-server cannot bind
     /// port 0 and say which port it got; its `--port 0` means no TCP at all).
-    port: HeldPort,
+    pub port: HeldPort,
 }
 
 impl Redis {
-    fn start() -> Redis {
+    pub fn start() -> Redis {
         let port = held_port();
         let dir = std::env::temp_dir();
         let mut child = tool("redis-server")
