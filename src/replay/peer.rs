@@ -62,7 +62,7 @@ pub struct MockPlan {
 
 enum Role {
     /// Plays the recorded client of one recording.
-    Client { rec: Arc<Recording> },
+    Client,
     /// Plays the recorded server of the recording the client's first bytes choose.
     Server {
         plan: Arc<MockPlan>,
@@ -81,20 +81,25 @@ pub struct ScriptPeer {
     end: Option<End>,
     /// Set once the end was asked for, so it is asked once.
     ended: bool,
+    /// The recorded answer's length (a replay): what it awaits and how much of the answer it
+    /// keeps.
+    recorded: usize,
 }
 
 impl ScriptPeer {
     /// The client of `rec`, for a replay; `addr` is what it stands for in messages.
     pub fn client(
-        rec: Arc<Recording>,
+        rec: &Recording,
         options: Options,
         addr: SocketAddr,
         now: Instant,
     ) -> (ScriptPeer, Arc<Mutex<Shared>>) {
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let player = Player::new(&rec, Side::Client, options, now);
+        let player = Player::new(rec, Side::Client, options, now);
+        let recorded = rec.stream(Side::Server).len();
         let peer = ScriptPeer {
-            role: Role::Client { rec },
+            recorded,
+            role: Role::Client,
             options,
             player: Some(player),
             shared: shared.clone(),
@@ -110,6 +115,7 @@ impl ScriptPeer {
     pub fn server(plan: Arc<MockPlan>, addr: SocketAddr, now: Instant) -> ScriptPeer {
         let options = plan.options;
         let mut peer = ScriptPeer {
+            recorded: 0,
             role: Role::Server { plan, check: None },
             options,
             player: None,
@@ -134,7 +140,7 @@ impl ScriptPeer {
 
     fn side(&self) -> Side {
         match self.role {
-            Role::Client { .. } => Side::Client,
+            Role::Client => Side::Client,
             Role::Server { .. } => Side::Server,
         }
     }
@@ -149,7 +155,7 @@ impl ScriptPeer {
     fn note(&self, text: String, to_stderr: bool) {
         let Some((log, id)) = &self.log else { return };
         let (stage, command) = match self.role {
-            Role::Client { .. } => (STAGE_REPLAY, "replay"),
+            Role::Client => (STAGE_REPLAY, "replay"),
             Role::Server { .. } => (STAGE_MOCK, "mock"),
         };
         if to_stderr {
@@ -292,7 +298,7 @@ impl Stream for ScriptPeer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let now = Instant::now();
         let keep = match &self.role {
-            Role::Client { rec } => rec.stream(Side::Server).len().saturating_add(KEPT),
+            Role::Client => self.recorded.saturating_add(KEPT),
             Role::Server { .. } if self.player.is_some() => 0,
             Role::Server { .. } => KEPT,
         };
@@ -346,12 +352,12 @@ impl Socket for ScriptPeer {
         let Some(p) = &self.player else {
             return Some(Due::Idle);
         };
-        if let Role::Client { rec } = &self.role
+        if matches!(self.role, Role::Client)
             && let Some(t) = p.done_at()
         {
             if t <= now {
                 let n = p.heard();
-                let want = rec.stream(Side::Server).len();
+                let want = self.recorded;
                 self.note(
                     format!(
                         "the recorded client is done; the server sent {n} of the {want} bytes \

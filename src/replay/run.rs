@@ -152,7 +152,7 @@ fn play(args: &ReplayArgs, rec: Recording, mask: &Mask) -> Result<Verdict> {
     let recorded_end = rec.end_of(Side::Server).map(act_name);
     let now = Instant::now();
     let (peer, shared) = ScriptPeer::client(
-        Arc::new(rec),
+        &rec,
         options,
         crate::reactor::tap::unspecified(&target),
         now,

@@ -557,3 +557,40 @@ fn every_record_of_a_connection_replays() {
         "{out}"
     );
 }
+
+/// `--pace original` keeps the recorded gaps: a dump whose second ping came 400 ms after the
+/// first answer takes at least that long to replay, and is still identical.
+#[test]
+fn original_pace_keeps_the_recorded_gaps() {
+    let server = ping_server();
+    let dump = "\
+Connected to 127.0.0.1:7 at 2026.12.03-10.00.00.000000 (client 127.0.0.1:5, via 127.0.0.1:6; connect took 0.000010s)
+Received (#0, 00000000) 5 bytes from 127.0.0.1:5 (client) at 2026.12.03-10.00.00.000100
+00000000  70 69 6e 67 0a                                    |ping.|
+Received (#0, 00000000) 5 bytes from 127.0.0.1:7 (server) at 2026.12.03-10.00.00.000200
+00000000  70 6f 6e 67 0a                                    |pong.|
+Received (#1, 00000005) 5 bytes from 127.0.0.1:5 (client) at 2026.12.03-10.00.00.400200
+00000000  70 69 6e 67 0a                                    |ping.|
+Received (#1, 00000005) 5 bytes from 127.0.0.1:7 (server) at 2026.12.03-10.00.00.400300
+00000000  70 6f 6e 67 0a                                    |pong.|
+Disconnected from 127.0.0.1:5 (client): EOF at 2026.12.03-10.00.00.400400
+Disconnected from 127.0.0.1:7 (server): EOF at 2026.12.03-10.00.00.400500
+";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("paced.log");
+    std::fs::write(&file, dump).unwrap();
+    let target = server.to_string();
+    let started = std::time::Instant::now();
+    let (code, out, err) = tcpspy(&[
+        "replay",
+        path(&file),
+        "--target",
+        &target,
+        "--pace",
+        "original",
+    ]);
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("tcpspy replay: identical: "), "{out}");
+    assert!(took >= std::time::Duration::from_millis(400), "{took:?}");
+}
