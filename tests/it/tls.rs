@@ -385,11 +385,7 @@ fn curl_http2_through_nginx_negotiates_h2() {
     need("curl");
     need("nginx");
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = server_cert(dir.path());
-    let www = dir.path().join("www");
-    std::fs::create_dir(&www).unwrap();
-    std::fs::write(www.join("hello.txt"), "hello over h2\n").unwrap();
-    let nginx = nginx_tls(dir.path(), &cert, &key, &www);
+    let nginx = nginx_serving(dir.path(), "hello.txt", "hello over h2\n");
     let mut spy = tls_spy(
         dir.path(),
         nginx.addr,
@@ -418,6 +414,15 @@ fn curl_http2_through_nginx_negotiates_h2() {
         "the h2 preface in plaintext: {hex}"
     );
     assert!(hex.contains("ALPN h2"), "{hex}");
+}
+
+/// nginx with TLS (a certificate of [`server_cert`]'s) serving one file, `name`, of `body`.
+fn nginx_serving(dir: &Path, name: &str, body: &str) -> Server {
+    let (cert, key) = server_cert(dir);
+    let www = dir.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join(name), body).unwrap();
+    nginx_tls(dir, &cert, &key, &www)
 }
 
 /// nginx with TLS on a held port, as root or not.
@@ -851,11 +856,7 @@ fn tls_through_the_proxy_listeners() {
     need("curl");
     need("nginx");
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = server_cert(dir.path());
-    let www = dir.path().join("www");
-    std::fs::create_dir(&www).unwrap();
-    std::fs::write(www.join("via.txt"), "through a proxy\n").unwrap();
-    let nginx = nginx_tls(dir.path(), &cert, &key, &www);
+    let nginx = nginx_serving(dir.path(), "via.txt", "through a proxy\n");
     let ca = dir.path().join("ca");
     let logs = dir.path().join("logs");
     let mut spy = Spy::spawn({
