@@ -555,7 +555,7 @@ impl<S: Socket> Table<S> {
             at: SystemTime::now(),
             bytes,
             undelivered,
-            ends: conn.ends(),
+            ends,
             held: Box::new(entry.story.as_ref().map(|s| s.totals).unwrap_or_default()),
             tcp: Box::new(tcp),
         });
