@@ -177,6 +177,13 @@ fn index_line(dir: &Path) -> serde_json::Value {
     serde_json::from_str(line).expect("JSON")
 }
 
+/// curl trusting tcpspy's CA (in `dir`), to `path` on `spy`'s listener as localhost.
+fn curl_via(dir: &Path, spy: &Spy, path: &str) -> (i32, String, String) {
+    let ca = ca_of(dir);
+    let url = format!("https://localhost:{}{path}", spy.addr.port());
+    curl(&["--cacert", ca.to_str().unwrap(), &url])
+}
+
 fn curl(args: &[&str]) -> (i32, String, String) {
     let out = tool("curl")
         .args(["-sS", "--max-time", "30"])
@@ -691,9 +698,7 @@ fn a_target_that_fails_verification_gets_the_client_an_alert() {
     let (cert, key) = server_cert(dir.path());
     let server = s_server(&cert, &key);
     let mut spy = tls_spy(dir.path(), server.addr, &[]);
-    let ca = ca_of(dir.path());
-    let url = format!("https://localhost:{}/", spy.addr.port());
-    let (code, _, err) = curl(&["--cacert", ca.to_str().unwrap(), &url]);
+    let (code, _, err) = curl_via(dir.path(), &spy, "/");
     assert_eq!(code, 35, "a TLS alert: {err}");
     assert!(err.contains("alert"), "{err}");
     spy.wait_closed(1);
@@ -721,9 +726,7 @@ fn a_target_that_does_not_speak_tls() {
         let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
     });
     let mut spy = tls_spy(dir.path(), taddr, &["--insecure"]);
-    let ca = ca_of(dir.path());
-    let url = format!("https://localhost:{}/", spy.addr.port());
-    let (code, _, err) = curl(&["--cacert", ca.to_str().unwrap(), &url]);
+    let (code, _, err) = curl_via(dir.path(), &spy, "/");
     assert_eq!(code, 35, "{err}");
     server.join().unwrap();
     spy.wait_closed(1);
@@ -745,10 +748,8 @@ fn a_handshake_that_never_completes_is_bounded() {
         taddr,
         &["--insecure", "--connect-timeout", "1s"],
     );
-    let ca = ca_of(dir.path());
-    let url = format!("https://localhost:{}/", spy.addr.port());
     let started = std::time::Instant::now();
-    let (code, _, err) = curl(&["--cacert", ca.to_str().unwrap(), &url]);
+    let (code, _, err) = curl_via(dir.path(), &spy, "/");
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert_eq!(code, 35, "{err}");
     let _held = accept(&target);
